@@ -1,0 +1,1 @@
+"""Offline disk work through one libguestfs appliance per build."""

@@ -1,0 +1,62 @@
+"""The build manifest: inputs, digests, outputs and timings, as JSON beside the image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from imagebuilder import __version__
+from imagebuilder.recipe import Recipe
+from imagebuilder.sources.base import BaseImage
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, read in chunks."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def state_dir() -> Path:
+    """$XDG_STATE_HOME/imagebuilder (default ~/.local/state/imagebuilder)."""
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "imagebuilder"
+
+
+def default_path(recipe: Recipe, file_output: Path | None, pool: str | None) -> Path:
+    """NAME.manifest.json beside a file output; for a pool-only output, in the state directory."""
+    if file_output is not None:
+        return file_output.parent / f"{recipe.name}.manifest.json"
+    return state_dir() / "manifests" / (pool or "default") / f"{recipe.name}.manifest.json"
+
+
+def make(recipe: Recipe, base: BaseImage, accel: str, os_facts: dict[str, str],
+         outputs: list[dict[str, Any]], domain: dict[str, Any] | None, timings: dict[str, float]) -> dict[str, Any]:
+    """The manifest document. It holds step descriptions, never secrets."""
+    return {
+        "imagebuilder": __version__,
+        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recipe": {"file": str(recipe.file), "sha256": recipe.digest},
+        "base": {"kind": base.kind, "source": base.source, "digest": base.digest},
+        "accelerator": accel,
+        "os": {k: v for k, v in os_facts.items() if k != "root"},
+        "steps": [step.describe() for step in recipe.steps],
+        "sysprep": list(recipe.sysprep),
+        "outputs": outputs,
+        "domain": domain,
+        "timings": timings,
+    }
+
+
+def write(document: dict[str, Any], path: Path) -> None:
+    """Write the manifest atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Base image sources: url, local path, bootstrap."""

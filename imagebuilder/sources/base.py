@@ -1,0 +1,18 @@
+"""What every source hands to the next stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A fetched base: a disk image (`kind='disk'`) or a root filesystem tarball (`kind='rootfs'`)."""
+
+    path: Path
+    kind: str
+    digest: str
+    source: str
+    format: str = "raw"
+    virtual_size: int = 0
