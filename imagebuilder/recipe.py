@@ -163,11 +163,12 @@ class _Table:
         value = self.get(key, dict, required=required)
         return None if value is None else _Table(self.loader, value, self.path + (key,))
 
-    def finish(self, known: tuple[str, ...] | None = None) -> None:
+    def finish(self, known: tuple[str, ...] = ()) -> None:
+        """Reject keys that were neither read nor listed in `known`, suggesting the closest one."""
+        allowed = self.used | set(known)
         for key in self.data:
-            if key not in self.used:
-                choices = known or tuple(self.used)
-                close = difflib.get_close_matches(key, choices, n=1)
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise self.error(key, f"unknown key{hint}")
 
@@ -209,6 +210,7 @@ def load(file: str | Path) -> Recipe:
 
 def _build(loader: _Loader, data: dict[str, Any], digest: str) -> Recipe:
     top = _Table(loader, data, ())
+    top.finish(("image", "base", "disk", "steps", "sysprep", "output", "domain"))
     ctx = ArgContext(loader.file.resolve().parent)
     image = top.table("image", required=True)
     name = image.convert("name", str, _check_name)
@@ -222,7 +224,6 @@ def _build(loader: _Loader, data: dict[str, Any], digest: str) -> Recipe:
     sysprep_ops = _sysprep(sysprep_table)
     output = _output(top.table("output"), name, disk.format, ctx)
     domain = _domain(top.table("domain"), name)
-    top.finish(("image", "base", "disk", "steps", "sysprep", "output", "domain"))
     if domain and not output.libvirt:
         raise loader.error(("domain",), "a domain needs the image in a libvirt pool, but [output] names only a file")
     needs_network = any(ops.REGISTRY[s.op].needs_network for s in steps)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import re
 
-_SIZE = re.compile(r"^([0-9]+)(?:\.([0-9]+))?\s*([KMGT]?)(i?B?)$", re.IGNORECASE)
+_SIZE = re.compile(r"^([0-9]+)(?:\.([0-9]+))?([KMGT]?)(iB)?$", re.IGNORECASE)
 _POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
 _MAX_SIZE = 1 << 60
 _DURATION = re.compile(r"^([0-9]+)\s*(s|m|h)?$")
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes in a size such as 8G, 512M, 2GiB or a plain byte count; binary units (G = GiB, like qemu-img)."""
+    """Bytes in a size such as 8G, 512M, 2GiB or a plain byte count; binary units (G = GiB, like qemu-img).
+
+    "8GB" and "8 GB" are refused: GB means 10^9 to some and 2^30 to others.
+    """
     if isinstance(text, bool):
         raise ValueError("expected a size such as \"8G\"")
     if isinstance(text, int):
         value = text
     else:
-        match = _SIZE.match(text.strip())
+        match = _SIZE.match(text)
         if not match:
             raise ValueError(f"'{text}' is not a size; write it like \"8G\", \"512M\" or \"2GiB\"")
         whole, frac, unit, _ = match.groups()

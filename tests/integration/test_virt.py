@@ -33,53 +33,13 @@ from imagebuilder.virt.storage import (
 )
 from imagebuilder.virt.wait import agent_exec, read_serial_tail, wait_for_agent
 
+from tests.integration.helpers import sha256, unique
+
 pytestmark = pytest.mark.integration
 
 URI = "qemu:///system"
 MiB = 1024**2
 GiB = 1024**3
-
-
-def unique(kind: str) -> str:
-    return f"ibtest-{kind}-{secrets.token_hex(4)}"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(4 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def conn():
-    with connect(URI) as conn:
-        yield conn
-
-
-@pytest.fixture
-def pool_dir():
-    # Not under pytest's 0700 tmp dirs: qemu runs as libvirt-qemu and must reach the disks.
-    path = Path(tempfile.mkdtemp(prefix="ibtest-pool-", dir="/var/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
-
-
-@pytest.fixture
-def pool(conn, pool_dir):
-    name = unique("pool")
-    pool = create_dir_pool(conn, name, pool_dir)
-    try:
-        yield pool
-    finally:
-        try:
-            pool.refresh(0)
-            for vol in pool.listAllVolumes():
-                vol.delete(0)
-        finally:
-            remove_pool(conn, name)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Prepare this Debian 12 machine for imagebuilder, as root; safe to run again.
+# Installs the Debian packages, makes .venv (with Debian's guestfs and libvirt bindings),
+# installs imagebuilder into it, and starts virtlogd and libvirtd when they are not running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs supermin linux-image-amd64
+  libvirt-daemon-system libvirt-clients python3-libvirt libxml2-utils dnsmasq-base iptables
+  mmdebstrap python3-venv ca-certificates
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run me as root (for example: sudo $0)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import guestfs, libvirt' 2>/dev/null; then
+  rm -rf .venv
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+if ! .venv/bin/python -c 'import imagebuilder, pytest' 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+fi
+
+start_daemon() {  # name, then the command that starts it
+  local name=$1; shift
+  if ! pgrep -x "$name" >/dev/null; then
+    echo "setup: starting $name"
+    "$@"
+  fi
+}
+start_daemon virtlogd virtlogd --daemon
+start_daemon libvirtd libvirtd --daemon
+for _ in $(seq 1 30); do
+  virsh -q -c qemu:///system uri >/dev/null 2>&1 && break
+  sleep 1
+done
+virsh -q -c qemu:///system uri >/dev/null || { echo "setup: libvirtd does not answer" >&2; exit 1; }
+echo "setup: ready (.venv/bin/imagebuilder)"

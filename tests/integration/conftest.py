@@ -1,0 +1,131 @@
+"""Shared fixtures for tests against real libguestfs, libvirtd and qemu.
+
+Expensive things are made once per session and cached on disk by their inputs:
+the bootstrap tarball and a plain bootable Debian base image (under /var/tmp, which
+qemu running as libvirt-qemu can read).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from imagebuilder.virt.connection import connect
+from imagebuilder.virt.storage import create_dir_pool, remove_pool
+from tests.integration.helpers import unique
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_HOME = Path(os.environ.get("IMAGEBUILDER_TEST_HOME", "/var/tmp/imagebuilder-tests"))
+URI = "qemu:///system"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+    """Run the imagebuilder command line in a child process, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "imagebuilder.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The cache the test builds share (kept across sessions: the bootstrap tarball lives here)."""
+    path = TEST_HOME / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def base_image(cache_dir) -> Path:
+    """A bootable Debian 12 qcow2 made by `imagebuilder build` from tests/integration/recipes/base.toml."""
+    recipe = ROOT / "tests" / "integration" / "recipes" / "base.toml"
+    inputs = hashlib.sha256(recipe.read_bytes())
+    for module in ("guest/layout.py", "sources/bootstrap.py", "guest/sysprep.py"):
+        inputs.update((ROOT / "imagebuilder" / module).read_bytes())
+    target = TEST_HOME / f"base-{inputs.hexdigest()[:16]}.qcow2"
+    if not target.exists():
+        proc = run_cli("build", str(recipe), "--output", str(target), "--cache-dir", str(cache_dir),
+                       "--manifest", str(target.with_suffix(".manifest.json")))
+        assert proc.returncode == 0, proc.stderr
+    target.chmod(0o644)
+    return target
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def http_root():
+    """A directory served over HTTP on 127.0.0.1; yields (directory, base URL)."""
+    directory = Path(tempfile.mkdtemp(prefix="ibtest-http-"))
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield directory, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(directory)
+
+
+@pytest.fixture(scope="module")
+def conn():
+    """A connection to the host's libvirtd."""
+    with connect(URI) as conn:
+        yield conn
+
+
+@pytest.fixture
+def pool_dir():
+    """A directory for a throwaway pool; not under pytest's 0700 tmp dirs, so qemu can reach it."""
+    path = Path(tempfile.mkdtemp(prefix="ibtest-pool-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def pool(conn, pool_dir):
+    """A throwaway dir pool, removed with its volumes afterwards."""
+    name = unique("pool")
+    pool = create_dir_pool(conn, name, pool_dir)
+    try:
+        yield pool
+    finally:
+        try:
+            pool.refresh(0)
+            for vol in pool.listAllVolumes():
+                vol.delete(0)
+        finally:
+            remove_pool(conn, name)
+
+
+@pytest.fixture
+def launch_counter(tmp_path):
+    """(env, count): env makes libguestfs run qemu through a wrapper that logs each appliance launch."""
+    log = tmp_path / "launches.log"
+    wrapper = tmp_path / "qemu-wrapper"
+    real = shutil.which("qemu-system-x86_64")
+    wrapper.write_text("#!/bin/sh\n"
+                       f"case \" $* \" in *\" -kernel \"*) echo launch >> {log} ;; esac\n"
+                       f"exec {real} \"$@\"\n")
+    wrapper.chmod(0o755)
+
+    def count() -> int:
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    return {"LIBGUESTFS_HV": str(wrapper)}, count

@@ -1,0 +1,21 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from pathlib import Path
+
+
+def unique(kind: str) -> str:
+    """A random name for a throwaway libvirt object."""
+    return f"ibtest-{kind}-{secrets.token_hex(4)}"
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,205 @@
+"""Whole builds through the command line against real libguestfs, libvirtd and qemu."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import guestfs
+import pytest
+
+from imagebuilder import recipe as recipe_module
+from imagebuilder.virt.domain import remove_domain
+from imagebuilder.virt.storage import delete_volume, ensure_pool
+from imagebuilder.virt.wait import agent_exec
+from tests.integration.conftest import ROOT, run_cli
+from tests.integration.helpers import sha256, unique
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery staple"
+
+
+def guest_run(dom, *argv: str) -> str:
+    """Run a command in the booted guest through the agent; it must succeed."""
+    code, out, err = agent_exec(dom, list(argv), timeout=120)
+    assert code == 0, (argv, out, err)
+    return out
+
+
+def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
+    name = unique("demo")
+    text = (ROOT / "recipes" / "demo.toml").read_text()
+    text = text.replace('name = "demo"', f'name = "{name}"').replace('volume = "demo.qcow2"', f'volume = "{name}.qcow2"')
+    recipe_file = tmp_path / "demo.toml"
+    recipe_file.write_text(text)
+    expected = {step.op: step.arg for step in recipe_module.load(recipe_file).steps}
+    manifest_file = tmp_path / "demo.manifest.json"
+    pool, _ = ensure_pool(conn, "default")
+    try:
+        proc = run_cli("build", str(recipe_file), "--cache-dir", str(cache_dir), "--manifest", str(manifest_file))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        dom = conn.lookupByName(name)
+        assert dom.isActive()
+        assert guest_run(dom, "hostname").strip() == expected["hostname"]
+        path, content = expected["write"]
+        assert guest_run(dom, "cat", path) == content
+        for package in expected["install"]:
+            assert guest_run(dom, "dpkg-query", "-W", "-f=${Status}", package) == "install ok installed"
+        assert guest_run(dom, "readlink", "/etc/localtime").strip().endswith(expected["timezone"])
+        assert guest_run(dom, "cat", "/var/lib/imagebuilder-firstboot-ran") == "first boot done\n"
+        machine_id = guest_run(dom, "cat", "/etc/machine-id").strip()
+        assert len(machine_id) == 32
+        document = json.loads(manifest_file.read_text())
+        volume = document["outputs"][0]
+        assert volume["volume"] == f"{name}.qcow2"
+        assert volume["digest"].startswith("sha256:")
+        assert set(document["timings"]) >= {"fetch", "prepare", "customize", "publish", "deploy"}
+        assert document["base"]["kind"] == "rootfs"
+    finally:
+        remove_domain(conn, name)
+        pool.refresh(0)
+        delete_volume(pool, f"{name}.qcow2")
+
+
+@pytest.fixture
+def served_base(base_image, http_root):
+    directory, url = http_root
+    link = directory / "base.qcow2"
+    if not link.exists():
+        link.symlink_to(base_image)
+    return f"{url}/base.qcow2", sha256(base_image)
+
+
+OPS_RECIPE = """
+[image]
+name = "ops"
+
+[base]
+url = "{url}"
+checksum = "sha256:{digest}"
+
+[disk]
+size = "3G"
+format = "raw"
+
+[[steps]]
+mkdir = "/opt/app/conf"
+[[steps]]
+copy_in = {{ from = "tree", to = "/opt/app" }}
+[[steps]]
+upload = "files/app.conf:/opt/app/conf"
+[[steps]]
+write = "/etc/greeting:hello"
+[[steps]]
+append_line = {{ path = "/etc/greeting", line = "second line" }}
+[[steps]]
+delete = "/etc/issue*"
+[[steps]]
+run_command = "echo ran > /root/ran && test -d /opt/app/tree"
+[[steps]]
+root_password = {{ file = "secrets/root.pw" }}
+[[steps]]
+ssh_inject = "root:file:keys/id.pub"
+[[steps]]
+hostname = "opsbox.example.org"
+[[steps]]
+firstboot_command = "touch /root/firstboot-was-here"
+
+[output]
+path = "out/ops.raw"
+"""
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv0kSLb2nAI6Fr6YQz6UZa0fTwJzYFhS2Z8PHa2Al9k test@imagebuilder"
+
+
+def test_every_basic_operation_in_one_launch(tmp_path, served_base, cache_dir, launch_counter):
+    url, digest = served_base
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "data.txt").write_text("tree data\n")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "app.conf").write_text("key = value\n")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "root.pw").write_text(PASSWORD + "\n")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "id.pub").write_text(KEY + "\n")
+    recipe_file = tmp_path / "ops.toml"
+    recipe_file.write_text(OPS_RECIPE.format(url=url, digest=digest))
+    env, launches = launch_counter
+
+    proc = run_cli("build", str(recipe_file), "--cache-dir", str(cache_dir), env=env)
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert launches() == 1
+    image = tmp_path / "out" / "ops.raw"
+    manifest_text = (tmp_path / "out" / "ops.manifest.json").read_text()
+    for text in (proc.stdout, proc.stderr, manifest_text):
+        assert PASSWORD not in text
+    assert json.loads(manifest_text)["outputs"][0]["digest"] == f"sha256:{sha256(image)}"
+
+    g = guestfs.GuestFS(python_return_dict=True)
+    g.set_backend_settings(["force_tcg"])
+    g.add_drive_opts(str(image), format="raw", readonly=True)
+    g.launch()
+    try:
+        root = g.inspect_os()[0]
+        for mountpoint, device in sorted(g.inspect_get_mountpoints(root).items()):
+            g.mount_ro(device, mountpoint)
+        assert g.is_dir("/opt/app/conf")
+        assert g.cat("/opt/app/tree/sub/data.txt") == "tree data\n"
+        assert g.cat("/opt/app/conf/app.conf") == "key = value\n"
+        assert g.cat("/etc/greeting") == "hello\nsecond line\n"
+        assert g.glob_expand("/etc/issue*") == []
+        assert g.cat("/root/ran") == "ran\n"
+        root_hash = next(ln.split(":")[1] for ln in g.cat("/etc/shadow").splitlines() if ln.startswith("root:"))
+        assert root_hash.startswith("$6$") and crypt.crypt(PASSWORD, root_hash) == root_hash
+        assert KEY in g.cat("/root/.ssh/authorized_keys").splitlines()
+        assert g.stat("/root/.ssh/authorized_keys")["mode"] & 0o777 == 0o600
+        assert g.cat("/etc/hostname") == "opsbox.example.org\n"
+        assert "opsbox.example.org" in g.cat("/etc/hosts")
+        assert any("touch /root/firstboot-was-here" in g.cat(f"/usr/lib/imagebuilder/firstboot/scripts/{f}")
+                   for f in g.ls("/usr/lib/imagebuilder/firstboot/scripts"))
+        assert g.is_symlink("/etc/systemd/system/multi-user.target.wants/imagebuilder-firstboot.service")
+        assert g.cat("/etc/machine-id") == ""
+        assert g.glob_expand("/etc/ssh/ssh_host_*") == []
+        assert g.statvfs("/")["blocks"] * g.statvfs("/")["bsize"] > 2.7 * 2**30
+    finally:
+        g.close()
+
+
+def test_checksum_mismatch_leaves_no_cache_file_and_no_volume(tmp_path, served_base, conn, pool):
+    url, digest = served_base
+    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
+    recipe_file = tmp_path / "bad.toml"
+    recipe_file.write_text(f'[image]\nname = "mismatch"\n[base]\nurl = "{url}"\nchecksum = "sha256:{wrong}"\n'
+                           f'[output]\npool = "{pool.name()}"\n')
+    cache = tmp_path / "cache"
+
+    proc = run_cli("build", str(recipe_file), "--cache-dir", str(cache))
+
+    assert proc.returncode == 1
+    assert "checksum mismatch" in proc.stderr
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+    pool.refresh(0)
+    assert pool.listVolumes() == []
+
+
+def test_existing_volume_is_refused_before_any_work(tmp_path, served_base, conn, pool, pool_dir):
+    url, digest = served_base
+    (pool_dir / "taken.qcow2").write_bytes(b"not ours")
+    pool.refresh(0)
+    recipe_file = tmp_path / "taken.toml"
+    recipe_file.write_text(f'[image]\nname = "taken"\n[base]\nurl = "{url}"\nchecksum = "sha256:{digest}"\n'
+                           f'[output]\npool = "{pool.name()}"\nvolume = "taken.qcow2"\n')
+
+    proc = run_cli("build", str(recipe_file), "--cache-dir", str(tmp_path / "cache"))
+
+    assert proc.returncode == 1
+    assert "already exists" in proc.stderr and "--force" in proc.stderr
+    assert (pool_dir / "taken.qcow2").read_bytes() == b"not ours"
+    assert not (tmp_path / "cache" / "images").exists()
