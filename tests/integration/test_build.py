@@ -159,7 +159,7 @@ def test_every_basic_operation_in_one_launch(tmp_path, served_base, cache_dir, l
         root_hash = next(ln.split(":")[1] for ln in g.cat("/etc/shadow").splitlines() if ln.startswith("root:"))
         assert root_hash.startswith("$6$") and crypt.crypt(PASSWORD, root_hash) == root_hash
         assert KEY in g.cat("/root/.ssh/authorized_keys").splitlines()
-        assert g.stat("/root/.ssh/authorized_keys")["mode"] & 0o777 == 0o600
+        assert g.statns("/root/.ssh/authorized_keys")["st_mode"] & 0o777 == 0o600
         assert g.cat("/etc/hostname") == "opsbox.example.org\n"
         assert "opsbox.example.org" in g.cat("/etc/hosts")
         assert any("touch /root/firstboot-was-here" in g.cat(f"/usr/lib/imagebuilder/firstboot/scripts/{f}")
