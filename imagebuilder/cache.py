@@ -1,14 +1,26 @@
-"""The on-disk cache: content-addressed base images and bootstrap results, written atomically."""
+"""The on-disk cache: content-addressed base images and bootstrap results.
+
+Entries appear only complete (temp file, then rename); concurrent builds serialize on file
+locks; every use touches an entry's mtime, which is what `cache prune` goes by. A small
+index maps URLs to digests and the validators (ETag, Last-Modified) seen.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ENV_VAR = "IMAGEBUILDER_CACHE_DIR"
+KINDS = ("images", "bootstrap")
 
 
 def default_dir() -> Path:
@@ -19,24 +31,39 @@ def default_dir() -> Path:
     return Path(xdg) / "imagebuilder"
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One cached file, for listing and pruning."""
+
+    kind: str
+    name: str
+    path: Path
+    size: int
+    last_used: float
+    urls: tuple[str, ...]
+
+
 class Cache:
-    """A cache rooted at `root`; entries appear only complete (temp file, then rename)."""
+    """A cache rooted at `root`."""
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else default_dir()
 
     def path(self, kind: str, name: str) -> Path:
-        """Where entry `name` of `kind` ('images', 'bootstrap') lives, whether or not it exists."""
+        """Where entry `name` of `kind` lives, whether or not it exists."""
         return self.root / kind / name
 
     def lookup(self, kind: str, name: str) -> Path | None:
-        """The entry's path if it exists."""
+        """The entry's path if it exists; marks it as used."""
         path = self.path(kind, name)
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        os.utime(path)
+        return path
 
     @contextmanager
     def writing(self, kind: str) -> Iterator[Path]:
-        """A temporary path in the cache's filesystem; removed on exit unless moved away by `commit`."""
+        """A temporary path in the cache's filesystem; removed on exit unless `commit` moved it."""
         directory = self.root / kind
         directory.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".partial-", dir=directory)
@@ -53,3 +80,66 @@ class Cache:
         os.chmod(tmp, 0o644)
         os.replace(tmp, final)
         return final
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock named by key (one download or bootstrap of a thing at a time)."""
+        directory = self.root / "locks"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        with open(directory / name, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def index(self) -> Iterator[dict[str, Any]]:
+        """The URL index, locked, read and written back atomically."""
+        path = self.root / "index.json"
+        with self.lock("index.json"):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                data = {}
+            yield data
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".index.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+
+    def entries(self) -> list[Entry]:
+        """Every complete entry, most recently used first."""
+        with self.index() as index:
+            urls: dict[str, list[str]] = {}
+            for url, record in index.items():
+                urls.setdefault(record.get("entry", ""), []).append(url)
+        found = []
+        for kind in KINDS:
+            directory = self.root / kind
+            for path in directory.glob("*") if directory.is_dir() else []:
+                if path.name.startswith(".") or not path.is_file():
+                    continue
+                stat = path.stat()
+                found.append(Entry(kind, path.name, path, stat.st_blocks * 512, stat.st_mtime,
+                                   tuple(sorted(urls.get(f"{kind}/{path.name}", [])))))
+        return sorted(found, key=lambda e: e.last_used, reverse=True)
+
+    def prune(self, older_than: float | None = None, keep: int | None = None) -> list[Entry]:
+        """Delete entries unused for `older_than` seconds and/or beyond the `keep` most recent; return them."""
+        now = time.time()
+        doomed = []
+        for position, entry in enumerate(self.entries()):
+            too_old = older_than is not None and now - entry.last_used > older_than
+            too_many = keep is not None and position >= keep
+            if too_old or too_many:
+                doomed.append(entry)
+        for entry in doomed:
+            with self.lock(f"{entry.kind}/{entry.name}"):
+                entry.path.unlink(missing_ok=True)
+        with self.index() as index:
+            gone = {f"{e.kind}/{e.name}" for e in doomed}
+            for url in [u for u, r in index.items() if r.get("entry") in gone]:
+                del index[url]
+        return doomed

@@ -119,7 +119,8 @@ class _Build:
         """The base image, from the cache when possible."""
         base, cache = self.recipe.base, Cache(self.options.cache_dir)
         if base.kind == "url":
-            return url.fetch(base.url, base.checksum, cache, self.reporter)
+            check = url.Verification(base.checksum, base.checksum_url, base.signature_url, base.keyring)
+            return url.fetch(base.url, check, cache, self.reporter)
         if base.kind == "path":
             return local.fetch(base.path)
         return bootstrap.fetch(base.bootstrap, cache, self.reporter)

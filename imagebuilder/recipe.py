@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
 _DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+MIRROR_ENV = "IMAGEBUILDER_MIRROR"
+BASE_SOURCES = ("url", "path", "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class Base:
 
     url: str | None = None
     checksum: str | None = None
+    checksum_url: str | None = None
+    signature_url: str | None = None
+    keyring: Path | None = None
     path: Path | None = None
     bootstrap: Bootstrap | None = None
 
@@ -237,37 +243,63 @@ def _check_name(value: str) -> str:
 
 
 def _base(table: _Table, ctx: ArgContext) -> Base:
-    url = table.get("url", str)
-    checksum = table.get("checksum", str)
-    path = table.get("path", str)
-    boot = table.table("bootstrap")
-    given = [k for k, v in (("url", url), ("path", path), ("bootstrap", boot)) if v is not None]
-    if len(given) != 1:
-        problem = "choose one of 'url', 'path' or 'bootstrap'" if not given else \
-            f"'{given[0]}' and '{given[1]}' exclude each other; keep one"
-        raise table.error(given[1] if len(given) > 1 else None, problem)
-    if url is not None:
-        scheme = urlparse(url).scheme
-        if scheme not in ("http", "https", "file"):
-            raise table.error("url", f"unsupported URL scheme '{scheme}' (use http, https or file)")
-        if checksum is None:
-            raise table.error("checksum", "a url base needs checksum = \"sha256:…\" (or \"none\" to skip verification)")
-        if checksum != "none":
-            _check_checksum(table, checksum)
-        table.finish()
-        return Base(url=url, checksum=None if checksum == "none" else checksum.lower())
-    if checksum is not None:
-        raise table.error("checksum", "only a url base takes a checksum")
+    sources = [key for key in BASE_SOURCES if key in table.data]
+    if len(sources) != 1:
+        problem = f"choose one of {', '.join(repr(k) for k in BASE_SOURCES)}" if not sources else \
+            f"'{sources[0]}' and '{sources[1]}' exclude each other; keep one"
+        raise table.error(sources[1] if len(sources) > 1 else None, problem)
+    base = {"url": _url_base, "path": _path_base, "bootstrap": _bootstrap_base}[sources[0]](table, ctx)
     table.finish()
-    if path is not None:
-        resolved = (ctx.base_dir / path).resolve()
-        if not resolved.is_file():
-            raise table.error("path", f"base image '{path}' does not exist (looked for {resolved})")
-        return Base(path=resolved)
+    return base
+
+
+def _url_base(table: _Table, ctx: ArgContext) -> Base:
+    url = table.get("url", str)
+    _check_url(table, "url", url)
+    checksum = table.get("checksum", str)
+    checksum_url = table.get("checksum_url", str)
+    signature_url = table.get("signature_url", str)
+    keyring = table.get("keyring", str)
+    if checksum is not None and checksum_url is not None:
+        raise table.error("checksum_url", "'checksum' and 'checksum_url' exclude each other; keep one")
+    if checksum is None and checksum_url is None:
+        raise table.error("checksum", "a url base needs checksum = \"sha256:…\" or checksum_url = \"…/SHA256SUMS\" "
+                                      "(or checksum = \"none\" to skip verification)")
+    if checksum not in (None, "none"):
+        _check_checksum(table, checksum)
+    if (signature_url is None) != (keyring is None):
+        missing = "keyring" if keyring is None else "signature_url"
+        raise table.error(missing, "a signed checksum file needs both 'signature_url' and 'keyring'")
+    if signature_url is not None and checksum_url is None:
+        raise table.error("signature_url", "a signature is checked on a checksum file: add checksum_url")
+    keyring_path = None
+    if keyring is not None:
+        keyring_path = (ctx.base_dir / keyring).resolve()
+        if not keyring_path.is_file():
+            raise table.error("keyring", f"keyring '{keyring}' does not exist (looked for {keyring_path})")
+    return Base(url=url, checksum=None if checksum in (None, "none") else checksum.lower(),
+                checksum_url=checksum_url, signature_url=signature_url, keyring=keyring_path)
+
+
+def _check_url(table: _Table, key: str, url: str) -> None:
+    scheme = urlparse(url).scheme
+    if scheme not in ("http", "https", "file"):
+        raise table.error(key, f"unsupported URL scheme '{scheme}' (use http, https or file)")
+
+
+def _path_base(table: _Table, ctx: ArgContext) -> Base:
+    path = table.get("path", str)
+    resolved = (ctx.base_dir / path).resolve()
+    if not resolved.is_file():
+        raise table.error("path", f"base image '{path}' does not exist (looked for {resolved})")
+    return Base(path=resolved)
+
+
+def _bootstrap_base(table: _Table, _ctx: ArgContext) -> Base:
+    boot = table.table("bootstrap")
     suite = boot.get("suite", str, "bookworm")
-    mirror = boot.get("mirror", str, DEFAULT_MIRROR)
-    if urlparse(mirror).scheme not in ("http", "https", "file"):
-        raise boot.error("mirror", "the mirror must be an http, https or file URL")
+    mirror = boot.get("mirror", str, os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR)
+    _check_url(boot, "mirror", mirror)
     packages = boot.convert("packages", list, args.packages, ())
     boot.finish()
     return Base(bootstrap=Bootstrap(suite, mirror, tuple(packages)))

@@ -184,7 +184,7 @@ def test_checksum_mismatch_leaves_no_cache_file_and_no_volume(tmp_path, served_b
 
     assert proc.returncode == 1
     assert "checksum mismatch" in proc.stderr
-    assert [p for p in cache.rglob("*") if p.is_file()] == []
+    assert [p for kind in ("images", "bootstrap") for p in (cache / kind).rglob("*")] == []
     pool.refresh(0)
     assert pool.listVolumes() == []
 
