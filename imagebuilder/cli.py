@@ -6,13 +6,14 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from imagebuilder import __version__, recipe
-from imagebuilder.errors import ImageBuilderError, Interrupted
+from imagebuilder.errors import ImageBuilderError, InputError, Interrupted
 from imagebuilder.progress import Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -78,6 +79,78 @@ def build(
         print(json.dumps({"event": "result", "manifest": str(result.manifest_path), "outputs": result.outputs}))
     else:
         typer.echo(f"built {loaded.name} in {sum(result.manifest['timings'].values()):.0f}s")
+
+
+@app.command()
+def inspect(
+    image: Annotated[Path, typer.Argument(help="A disk image file.", show_default=False)],
+    json_output: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    accel: Annotated[Optional[str], typer.Option(help="auto, kvm or tcg.", envvar="IMAGEBUILDER_ACCEL")] = None,
+) -> None:
+    """Show what libguestfs inspection finds in an image (read-only)."""
+    from imagebuilder import accel as accelerator, disk
+    from imagebuilder.guest.inspect import describe_image
+    try:
+        if not image.is_file():
+            raise InputError(f"{image}: no such file")
+        fmt, _size = disk.probe(image)
+        facts = describe_image(image, fmt, accelerator.choose(accel))
+    except ImageBuilderError as exc:
+        raise _fail(exc, json_output) from None
+    if json_output:
+        typer.echo(json.dumps(facts, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{image} ({fmt})")
+    for device, fstype in sorted(facts["filesystems"].items()):
+        typer.echo(f"  {device}: {fstype}")
+    for system in facts["operating_systems"]:
+        typer.echo(f"  {system['root']}: {system['product_name']} ({system['distro']} {system['version']}, "
+                   f"{system['arch']}, {system['package_management']}, osinfo {system['osinfo']})")
+    if not facts["operating_systems"]:
+        typer.echo("  no operating system found")
+
+
+cache_app = typer.Typer(help="Manage the download and bootstrap cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDir = Annotated[Optional[Path], typer.Option(help="Cache directory.", envvar="IMAGEBUILDER_CACHE_DIR")]
+
+
+@cache_app.command("list")
+def cache_list(cache_dir: CacheDir = None,
+               json_output: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False) -> None:
+    """List cached base images and bootstrap results, most recently used first."""
+    from imagebuilder.cache import Cache
+    entries = Cache(cache_dir).entries()
+    if json_output:
+        typer.echo(json.dumps([{"kind": e.kind, "name": e.name, "path": str(e.path), "bytes": e.size,
+                                "last_used": e.last_used, "urls": list(e.urls)} for e in entries], indent=2))
+        return
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
+        typer.echo(f"{e.kind:9} {e.name[:40]:40} {e.size / 2**20:9.1f} MiB  {when}  {' '.join(e.urls)}")
+    total = sum(e.size for e in entries)
+    typer.echo(f"{len(entries)} entries, {total / 2**20:.1f} MiB in {Cache(cache_dir).root}")
+
+
+@cache_app.command("prune")
+def cache_prune(
+    cache_dir: CacheDir = None,
+    older_than: Annotated[Optional[str], typer.Option(help="Delete entries unused for this long (e.g. 30d).")] = None,
+    keep: Annotated[Optional[int], typer.Option(help="Keep only the N most recently used entries.")] = None,
+) -> None:
+    """Delete cache entries by age of last use and/or beyond a count; with neither option, delete all."""
+    from imagebuilder import units
+    from imagebuilder.cache import Cache
+    try:
+        seconds = units.parse_duration(older_than) if older_than else None
+    except ValueError as exc:
+        raise _fail(InputError(f"--older-than: {exc}"), False) from None
+    if keep is not None and keep < 0:
+        raise _fail(InputError("--keep must be 0 or more"), False)
+    if seconds is None and keep is None:
+        keep = 0
+    removed = Cache(cache_dir).prune(older_than=seconds, keep=keep)
+    typer.echo(f"removed {len(removed)} entries, {sum(e.size for e in removed) / 2**20:.1f} MiB")
 
 
 @app.command()

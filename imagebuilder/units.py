@@ -7,7 +7,7 @@ import re
 _SIZE = re.compile(r"^([0-9]+)(?:\.([0-9]+))?([KMGT]?)(iB)?$", re.IGNORECASE)
 _POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}
 _MAX_SIZE = 1 << 60
-_DURATION = re.compile(r"^([0-9]+)\s*(s|m|h)?$")
+_DURATION = re.compile(r"^([0-9]+)\s*(s|m|h|d)?$")
 
 
 def parse_size(text: str | int) -> int:
@@ -34,7 +34,7 @@ def parse_size(text: str | int) -> int:
 
 
 def parse_duration(text: str | int) -> int:
-    """Seconds in a duration such as 300, "300s", "5m" or "1h"."""
+    """Seconds in a duration such as 300, "300s", "5m", "1h" or "30d"."""
     if isinstance(text, bool):
         raise ValueError("expected a duration such as \"300s\"")
     if isinstance(text, int):
@@ -43,7 +43,7 @@ def parse_duration(text: str | int) -> int:
         match = _DURATION.match(text.strip())
         if not match:
             raise ValueError(f"'{text}' is not a duration; write it like \"300s\", \"5m\" or \"1h\"")
-        seconds = int(match.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600}[match.group(2)]
+        seconds = int(match.group(1)) * {"s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if seconds <= 0:
         raise ValueError("a duration must be greater than zero")
     return seconds

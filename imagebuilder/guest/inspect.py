@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from imagebuilder.errors import GuestError
 from imagebuilder.guest.context import GuestContext
+from imagebuilder.guest.session import GuestSession
 
 
 def inspect_and_mount(ctx: GuestContext) -> dict[str, str]:
@@ -29,3 +32,25 @@ def inspect_and_mount(ctx: GuestContext) -> dict[str, str]:
         g.mount(mounts[mountpoint], mountpoint)
     ctx.os.update(facts)
     return facts
+
+
+def describe_image(path: Path, fmt: str, accel: str) -> dict[str, object]:
+    """What inspection finds in an image, opened read-only: partitions, filesystems, operating systems."""
+    with GuestSession(path, fmt, accel, network=False, readonly=True) as g:
+        systems = []
+        for root in g.inspect_os():
+            systems.append({
+                "root": root, "type": g.inspect_get_type(root), "distro": g.inspect_get_distro(root),
+                "version": f"{g.inspect_get_major_version(root)}.{g.inspect_get_minor_version(root)}",
+                "product_name": g.inspect_get_product_name(root), "arch": g.inspect_get_arch(root),
+                "hostname": g.inspect_get_hostname(root), "osinfo": g.inspect_get_osinfo(root),
+                "package_management": g.inspect_get_package_management(root),
+                "mountpoints": g.inspect_get_mountpoints(root),
+            })
+        return {
+            "image": str(path), "format": fmt,
+            "partitions": g.list_partitions(),
+            "filesystems": {dev: fs for dev, fs in g.list_filesystems().items() if fs != "unknown"},
+            "logical_volumes": g.lvs(),
+            "operating_systems": systems,
+        }

@@ -20,8 +20,8 @@ class GuestSession:
     Every guestfs call made through this object raises GuestError('NAME: message') on failure.
     """
 
-    def __init__(self, disk: Path, fmt: str, accel: str, network: bool):
-        self.disk, self.fmt, self.accel, self.network = disk, fmt, accel, network
+    def __init__(self, disk: Path, fmt: str, accel: str, network: bool, readonly: bool = False):
+        self.disk, self.fmt, self.accel, self.network, self.readonly = disk, fmt, accel, network, readonly
         self._g: Any = None
 
     def __enter__(self) -> GuestSession:
@@ -32,7 +32,10 @@ class GuestSession:
             if self.accel == "tcg":
                 g.set_backend_settings(["force_tcg"])
             g.set_network(self.network)
-            g.add_drive_opts(str(self.disk), format=self.fmt, cachemode="unsafe", discard="besteffort")
+            if self.readonly:
+                g.add_drive_opts(str(self.disk), format=self.fmt, readonly=True)
+            else:
+                g.add_drive_opts(str(self.disk), format=self.fmt, cachemode="unsafe", discard="besteffort")
             log.debug("launching the libguestfs appliance (%s)", self.accel)
             g.launch()
         except RuntimeError as exc:
