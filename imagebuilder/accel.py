@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
+import shutil
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
+from imagebuilder.cache import default_dir
 from imagebuilder.errors import InputError
 
 ENV_VAR = "IMAGEBUILDER_ACCEL"
@@ -62,5 +66,34 @@ def choose(requested: str | None = None) -> str:
     if value not in CHOICES:
         raise InputError(f"accelerator '{value}' is not one of {', '.join(CHOICES)} (from --accel or ${ENV_VAR})")
     if value == "auto":
-        return "kvm" if kvm_works() else "tcg"
+        return "kvm" if cached_probe() else "tcg"
     return value
+
+
+def cached_probe(cache_file: Path | None = None) -> bool:
+    """kvm_works(), remembered per host: the answer is kept until the kernel or qemu changes."""
+    cache_file = cache_file or default_dir() / "accel-probe.json"
+    key = _host_key()
+    try:
+        saved = json.loads(cache_file.read_text())
+        if saved.get("key") == key:
+            return bool(saved["kvm"])
+    except (OSError, ValueError, KeyError):
+        pass
+    works = kvm_works()
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "kvm": works}))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass
+    return works
+
+
+def _host_key() -> str:
+    """What the probe's answer depends on: kernel, qemu binary, and /dev/kvm being there."""
+    qemu = shutil.which("qemu-system-x86_64") or ""
+    stat = os.stat(qemu) if qemu else None
+    return "|".join([os.uname().release, qemu, f"{stat.st_size}-{stat.st_mtime_ns}" if stat else "",
+                     str(os.path.exists("/dev/kvm"))])

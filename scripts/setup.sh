@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs supermin linux-image-amd64
   libvirt-daemon-system libvirt-clients python3-libvirt libxml2-utils dnsmasq-base iptables
-  mmdebstrap python3-venv ca-certificates
+  mmdebstrap python3-venv ca-certificates ovmf gpg xz-utils zstd e2fsprogs
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -30,8 +30,11 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import guestfs, libvirt' 
   rm -rf .venv
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
-if ! .venv/bin/python -c 'import imagebuilder, pytest' 2>/dev/null; then
+# Reinstall when pyproject.toml changed (new dependencies), not on every run.
+stamp=.venv/.pyproject.sha256
+if [ "$(sha256sum pyproject.toml)" != "$(cat "$stamp" 2>/dev/null)" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  sha256sum pyproject.toml > "$stamp"
 fi
 
 start_daemon() {  # name, then the command that starts it

@@ -21,11 +21,24 @@ def test_environment_variable_forces_it(monkeypatch):
 
 
 @pytest.mark.parametrize("works, expected", [(True, "kvm"), (False, "tcg")])
-def test_auto_follows_the_probe(monkeypatch, works, expected):
+def test_auto_follows_the_probe(monkeypatch, tmp_path, works, expected):
     monkeypatch.delenv(accel.ENV_VAR, raising=False)
+    monkeypatch.setenv("IMAGEBUILDER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(accel, "kvm_works", lambda: works)
     assert accel.choose("auto") == expected
     assert accel.choose() == expected
+
+
+def test_probe_answer_is_kept_per_host(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(accel, "kvm_works", lambda: calls.append(1) or False)
+    cache_file = tmp_path / "probe.json"
+    assert accel.cached_probe(cache_file) is False
+    assert accel.cached_probe(cache_file) is False
+    assert len(calls) == 1
+    monkeypatch.setattr(accel, "_host_key", lambda: "another kernel")
+    accel.cached_probe(cache_file)
+    assert len(calls) == 2
 
 
 def test_unknown_choice_is_bad_input():
