@@ -1,0 +1,202 @@
+"""A virt-builder repository on 127.0.0.1: a clearsigned index, two templates, listed and built from.
+
+The templates are the session's base image: once as raw compressed with xz (made once per base
+image and kept beside it, since compressing takes about half a minute on two busy cores) and once
+as the qcow2 itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import TEST_HOME, run_cli
+from tests.signing import make_key
+
+pytestmark = pytest.mark.integration
+
+SECTOR = 512
+
+
+def sha512(path: Path) -> str:
+    digest = hashlib.sha512()
+    with open(path, "rb") as file:
+        while chunk := file.read(4 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def partitions(image: Path) -> list[dict]:
+    """The partition table of a raw image, as sfdisk reads it (sectors)."""
+    proc = subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)["partitiontable"]["partitions"]
+
+
+def ext4_size(image: Path, offset: int) -> int:
+    """The size in bytes of the ext2/3/4 filesystem starting at offset, from its superblock."""
+    with open(image, "rb") as file:
+        file.seek(offset + 1024)
+        block = file.read(1024)
+    assert block[0x38:0x3A] == b"\x53\xef", "no ext2/3/4 superblock there"
+    blocks_lo, = struct.unpack_from("<I", block, 4)
+    log_block, = struct.unpack_from("<I", block, 24)
+    incompat, = struct.unpack_from("<I", block, 0x60)
+    blocks_hi = struct.unpack_from("<I", block, 0x150)[0] if incompat & 0x80 else 0
+    return (blocks_lo | blocks_hi << 32) * (1024 << log_block)
+
+
+@pytest.fixture(scope="session")
+def xz_template(base_image) -> dict:
+    """The base image as raw .xz, its sha512, the root partition (the expand hint), and how long xz took."""
+    target = TEST_HOME / f"{base_image.stem}.raw.xz"
+    facts_file = target.with_suffix(".json")
+    if target.exists() and facts_file.exists():
+        return {**json.loads(facts_file.read_text()), "path": target}
+    work = TEST_HOME / f".{base_image.stem}.{os.getpid()}.raw"
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        subprocess.run(["qemu-img", "convert", "-O", "raw", str(base_image), str(work)], check=True)
+        root = max(partitions(work), key=lambda p: p["start"])
+        start = time.monotonic()
+        with open(partial, "wb") as out:
+            subprocess.run(["xz", "-1", "-T2", "-c", str(work)], stdout=out, check=True)
+        facts = {"seconds": round(time.monotonic() - start, 1), "expand": root["node"].replace(str(work), "/dev/sda"),
+                 "size": work.stat().st_size, "sha512": sha512(partial), "compressed_size": partial.stat().st_size}
+        facts_file.write_text(json.dumps(facts))
+        os.replace(partial, target)
+    finally:
+        work.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    print(f"\nxz -1 -T2 of the {facts['size'] >> 20} MiB raw base image took {facts['seconds']} s")
+    return {**facts, "path": target}
+
+
+INDEX = """# imagebuilder test repository
+[ibtest-raw]
+name=Debian 12 (raw, xz)
+osinfo=debian12
+arch=x86_64
+file=images/ibtest-raw.img.xz
+checksum[sha512]={raw_sha512}
+format=raw
+size={size}
+compressed_size={compressed_size}
+expand={expand}
+aliases=ibtest-latest
+revision=2
+notes=The session's base image, raw and compressed with xz.
+ 
+ Made by the integration tests.
+
+[ibtest-qcow2]
+name=Debian 12 (qcow2)
+arch=x86_64
+file=images/ibtest-qcow2.qcow2
+checksum[sha512]={qcow2_sha512}
+format=qcow2
+size={size}
+expand={expand}
+
+[ibtest-hidden]
+arch=x86_64
+file=images/ibtest-qcow2.qcow2
+checksum[sha512]={qcow2_sha512}
+format=qcow2
+size={size}
+hidden=true
+"""
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, http_root, base_image, xz_template) -> dict:
+    """The repository served over HTTP: index.asc signed by a throwaway key, and a tampered copy."""
+    directory, base_url = http_root
+    root = directory / "builder"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "ibtest-raw.img.xz").symlink_to(xz_template["path"])
+    (root / "images" / "ibtest-qcow2.qcow2").symlink_to(base_image)
+    key = make_key(tmp_path_factory.mktemp("repo-key"))
+    (root / "index").write_text(INDEX.format(raw_sha512=xz_template["sha512"], size=xz_template["size"],
+                                             compressed_size=xz_template["compressed_size"],
+                                             expand=xz_template["expand"], qcow2_sha512=sha512(base_image)))
+    key.clearsign(root / "index", root / "index.asc")
+    tampered = root / "tampered"
+    tampered.mkdir()
+    (tampered / "images").symlink_to(root / "images")
+    signed = (root / "index.asc").read_text()
+    (tampered / "index.asc").write_text(signed.replace("file=images/ibtest-raw.img.xz", "file=images/evil.img.xz"))
+    empty = tmp_path_factory.mktemp("no-config")
+    yield {"dir": root, "url": f"{base_url}/builder/index.asc", "tampered": f"{base_url}/builder/tampered/index.asc",
+           "key": key.public, "expand": xz_template["expand"],
+           "env": {"XDG_CONFIG_HOME": str(empty), "VIRT_BUILDER_DIRS": str(empty)}}
+    shutil.rmtree(root)
+
+
+def test_list_and_notes(repo):
+    # virt-builder's own validator accepts the index this test serves.
+    subprocess.run(["virt-index-validate", str(repo["dir"] / "index.asc")], check=True, capture_output=True)
+    args = ["--repo", repo["url"], "--repo-key", str(repo["key"])]
+    proc = run_cli("templates", "list", *args, env=repo["env"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["ibtest-qcow2             x86_64     Debian 12 (qcow2)",
+                                        "ibtest-raw               x86_64     Debian 12 (raw, xz)"]
+    assert "not verified" not in proc.stderr
+    proc = run_cli("templates", "list", *args, "--json", env=repo["env"], timeout=120)
+    document = json.loads(proc.stdout)
+    assert document["sources"][0]["verified"] is True
+    raw = next(t for t in document["templates"] if t["os-version"] == "ibtest-raw")
+    assert (raw["revision"], raw["aliases"], raw["expand"]) == (2, ["ibtest-latest"], repo["expand"])
+    proc = run_cli("templates", "notes", "ibtest-latest", *args, env=repo["env"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "The session's base image, raw and compressed with xz.\n\nMade by the integration tests.\n"
+
+
+def test_tampered_index_is_refused(repo, tmp_path, cache_dir, launch_counter):
+    proc = run_cli("templates", "list", "--repo", repo["tampered"], "--repo-key", str(repo["key"]),
+                   env=repo["env"], timeout=120)
+    assert proc.returncode == 1
+    assert "the signature of the index of repository" in proc.stderr and "is not valid" in proc.stderr
+    recipe = tmp_path / "recipe.toml"
+    shutil.copy(repo["key"], tmp_path / "repo.asc")
+    recipe.write_text(f'[image]\nname = "ibtest-tampered"\n[base]\ntemplate = "ibtest-raw"\n'
+                      f'repo = "{repo["tampered"]}"\nrepo_key = "repo.asc"\n')
+    env, launches = launch_counter
+    proc = run_cli("build", str(recipe), "--output", str(tmp_path / "out.qcow2"), "--cache-dir", str(cache_dir),
+                   env={**env, **repo["env"]}, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "is not valid" in proc.stderr and "download" not in proc.stderr
+    assert launches() == 0 and not (tmp_path / "out.qcow2").exists()
+
+
+def test_build_from_the_xz_template_grows_the_hinted_partition(repo, xz_template, tmp_path, cache_dir,
+                                                               launch_counter):
+    shutil.copy(repo["key"], tmp_path / "repo.asc")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[image]\nname = "ibtest-template"\n\n[base]\ntemplate = "ibtest-latest"\n'
+                      f'repo = "{repo["url"]}"\nrepo_key = "repo.asc"\n\n'
+                      '[disk]\nsize = "3G"\nformat = "raw"\n\n[[steps]]\nhostname = "from-template"\n')
+    output = tmp_path / "out.raw"
+    env, launches = launch_counter
+    proc = run_cli("build", str(recipe), "--output", str(output), "--cache-dir", str(cache_dir),
+                   env={**env, **repo["env"]}, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert launches() == 1
+    assert "template ibtest-raw (x86_64, revision 2)" in proc.stderr
+    assert f"expanded {repo['expand']} to fill the disk (the template's expand hint)" in proc.stderr
+    assert output.stat().st_size == 3 << 30
+    hinted = next(p for p in partitions(output) if p["node"].endswith(repo["expand"].removeprefix("/dev/sda")))
+    end = (hinted["start"] + hinted["size"]) * SECTOR
+    assert end > (3 << 30) - (1 << 20), "the hinted partition does not reach the end of the disk"
+    fs_size = ext4_size(output, hinted["start"] * SECTOR)
+    assert fs_size > (2 << 30) + (512 << 20), f"the root filesystem is {fs_size} bytes"
+    manifest = json.loads((tmp_path / "ibtest-template.manifest.json").read_text())
+    assert manifest["base"]["source"].startswith("template:ibtest-raw@x86_64 ")
+    assert manifest["base"]["digest"] == f"sha512:{xz_template['sha512']}"
