@@ -1,177 +1,64 @@
-"""Domain XML from a spec, defining, starting and removing domains, and the networks they use."""
+"""Domains in libvirt: define, start, stop, kill, remove, list, and find the volumes they use.
+
+The XML itself comes from `domainxml`; libvirt's words map to what people mean: stop is an ACPI
+shutdown, kill is libvirt's destroy, remove is undefine (optionally with the domain's volumes).
+"""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import libvirt
 
-from imagebuilder.errors import BuildError, HostError, InputError, VirtError
-from imagebuilder.run import run
+from imagebuilder.errors import InputError, VirtError
+from imagebuilder.virt.domainxml import read_metadata
 
-ACCELS = ("kvm", "tcg")
-GRAPHICS = ("none", "vnc", "spice")
-DISK_FORMATS = ("qcow2", "raw")
-
-
-@dataclass(frozen=True)
-class DomainSpec:
-    """What the domain of a build looks like; `network=None` means no NIC."""
-
-    name: str
-    memory_bytes: int
-    vcpus: int
-    pool: str
-    volume: str
-    disk_format: str
-    network: str | None = "default"
-    mac: str | None = None
-    accel: str = "tcg"
-    graphics: str = "none"
-    serial_log: str | None = None
-
-    def __post_init__(self) -> None:
-        for field, value, allowed in (("accel", self.accel, ACCELS),
-                                      ("graphics", self.graphics, GRAPHICS),
-                                      ("disk_format", self.disk_format, DISK_FORMATS)):
-            if value not in allowed:
-                raise InputError(f"domain {field} {value!r} is not one of {', '.join(allowed)}")
-        if self.memory_bytes <= 0 or self.vcpus <= 0:
-            raise InputError("domain memory and vcpus must be positive")
-
-
-def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    elem = ET.SubElement(parent, tag, attrs)
-    elem.text = text
-    return elem
-
-
-def domain_xml(spec: DomainSpec) -> str:
-    """The libvirt domain XML for `spec`."""
-    root = ET.Element("domain", type="kvm" if spec.accel == "kvm" else "qemu")
-    _sub(root, "name", spec.name)
-    _sub(root, "memory", str(spec.memory_bytes), unit="bytes")
-    _sub(root, "vcpu", str(spec.vcpus))
-    os_elem = _sub(root, "os")
-    _sub(os_elem, "type", "hvm", arch="x86_64", machine="pc")
-    _sub(os_elem, "boot", dev="hd")
-    features = _sub(root, "features")
-    _sub(features, "acpi")
-    _sub(features, "apic")
-    if spec.accel == "kvm":
-        _sub(root, "cpu", mode="host-passthrough")
-    _sub(root, "clock", offset="utc")
-    _sub(root, "on_poweroff", "destroy")
-    _sub(root, "on_reboot", "restart")
-    _sub(root, "on_crash", "destroy")
-    _devices(_sub(root, "devices"), spec)
-    return ET.tostring(root, encoding="unicode")
-
-
-def _devices(devices: ET.Element, spec: DomainSpec) -> None:
-    disk = _sub(devices, "disk", type="volume", device="disk")
-    _sub(disk, "driver", name="qemu", type=spec.disk_format)
-    _sub(disk, "source", pool=spec.pool, volume=spec.volume)
-    _sub(disk, "target", dev="vda", bus="virtio")
-    if spec.network is not None:
-        nic = _sub(devices, "interface", type="network")
-        _sub(nic, "source", network=spec.network)
-        if spec.mac:
-            _sub(nic, "mac", address=spec.mac)
-        _sub(nic, "model", type="virtio")
-    serial = _sub(devices, "serial", type="pty")
-    if spec.serial_log:
-        _sub(serial, "log", file=spec.serial_log, append="off")
-    _sub(serial, "target", port="0")
-    _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
-    channel = _sub(devices, "channel", type="unix")
-    _sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
-    if spec.graphics != "none":
-        graphics = _sub(devices, "graphics", type=spec.graphics, autoport="yes")
-        _sub(graphics, "listen", type="address", address="127.0.0.1")
-    # Without a VGA device SeaBIOS and GRUB hang before the kernel, even with a serial console.
-    _sub(_sub(devices, "video"), "model", type="vga")
-    _sub(devices, "memballoon", model="virtio")
-    rng = _sub(devices, "rng", model="virtio")
-    _sub(rng, "backend", "/dev/urandom", model="random")
-
-
-def validate_xml(xml: str, schema: str = "domain") -> None:
-    """Check `xml` against libvirt's RNG `schema` with virt-xml-validate; BuildError if invalid."""
-    if shutil.which("xmllint") is None:
-        raise HostError("xmllint not found on PATH (virt-xml-validate needs it)",
-                        hint="install libxml2-utils")
-    fd, path = tempfile.mkstemp(prefix="imagebuilder-", suffix=".xml")
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(xml)
-        run(["virt-xml-validate", path, schema])
-    except BuildError as exc:
-        raise BuildError(f"{schema} XML does not pass libvirt's schema: {exc.message}") from None
-    finally:
-        os.unlink(path)
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
 
 
 def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
     return VirtError(f"{what}: {exc.get_error_message()}")
 
 
-def default_network_xml() -> str:
-    """libvirt's standard `default` NAT network: virbr0, 192.168.122.1/24, DHCP .2 to .254."""
-    root = ET.Element("network")
-    _sub(root, "name", "default")
-    _sub(root, "forward", mode="nat")
-    _sub(root, "bridge", name="virbr0", stp="on", delay="0")
-    ip = _sub(root, "ip", address="192.168.122.1", netmask="255.255.255.0")
-    _sub(_sub(ip, "dhcp"), "range", start="192.168.122.2", end="192.168.122.254")
-    return ET.tostring(root, encoding="unicode")
-
-
-def ensure_network(conn: libvirt.virConnect, name: str) -> bool:
-    """Make network `name` active; create `default` if missing. True if it was created."""
+def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+    """The domain `name`; InputError naming the connection if there is none."""
     try:
-        net = conn.networkLookupByName(name)
-        created = False
+        return conn.lookupByName(name)
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
-            raise _virt_error(f"cannot look up network {name}", exc) from None
-        if name != "default":
-            raise VirtError(f"network {name} does not exist") from None
-        try:
-            net = conn.networkDefineXML(default_network_xml())
-            net.setAutostart(1)
-        except libvirt.libvirtError as exc:
-            raise _virt_error("cannot define the default network", exc) from None
-        created = True
-    try:
-        if not net.isActive():
-            net.create()
-    except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot start network {name}", exc) from None
-    return created
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise InputError(f"no domain named {name} on {conn.getURI()} "
+                             "(`imagebuilder vm list` shows them)") from None
+        raise _virt_error(f"cannot look up domain {name}", exc) from None
 
 
-def remove_network(conn: libvirt.virConnect, name: str) -> bool:
-    """Stop and undefine network `name`; True if it existed."""
+def domain_exists(conn: libvirt.virConnect, name: str) -> bool:
+    """True if a domain `name` is defined or running."""
     try:
-        net = conn.networkLookupByName(name)
-        if net.isActive():
-            net.destroy()
-        if net.isPersistent():
-            net.undefine()
+        conn.lookupByName(name)
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return False
-        raise _virt_error(f"cannot remove network {name}", exc) from None
+        raise _virt_error(f"cannot look up domain {name}", exc) from None
     return True
 
 
 def define(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
-    """Define a persistent domain from `xml`."""
+    """Define a persistent domain from `xml`.
+
+    Our XML always carries a fresh UUID, so a domain of the same name that appeared since the
+    pre-flight check makes this fail instead of being silently redefined.
+    """
     try:
         return conn.defineXML(xml)
     except libvirt.libvirtError as exc:
@@ -186,36 +73,191 @@ def start(dom: libvirt.virDomain) -> None:
         raise _virt_error(f"cannot start domain {dom.name()}", exc) from None
 
 
-def domain_exists(conn: libvirt.virConnect, name: str) -> bool:
-    """True if a domain `name` is defined or running."""
+def kill(dom: libvirt.virDomain) -> bool:
+    """Hard stop (libvirt's destroy); False if it was not running."""
     try:
-        conn.lookupByName(name)
+        if not dom.isActive():
+            return False
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+            return False  # it stopped in the meantime
+        raise _virt_error(f"cannot kill domain {dom.name()}", exc) from None
+    return True
+
+
+STOP_METHODS = {
+    "acpi": libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+    "agent": libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+    # libvirt asks the guest agent when it answers and presses the ACPI power button otherwise
+    "any": libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN | libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT,
+}
+
+
+def stop(dom: libvirt.virDomain, timeout: float, poll: float = 1.0, method: str = "acpi") -> bool:
+    """Ask the guest to shut down and wait until it has; False if it was not running.
+
+    `method`: "acpi" presses the ACPI power button, "agent" asks the guest agent, "any" the agent
+    when it answers and ACPI otherwise (a guest without logind or acpid ignores the button).
+    VirtError if it is still running after `timeout` seconds.
+    """
+    if method not in STOP_METHODS:
+        raise InputError(f"stop method {method!r} is not one of {', '.join(STOP_METHODS)}")
+    try:
+        if not dom.isActive():
+            return False
+        dom.shutdownFlags(STOP_METHODS[method])
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+            return False
+        raise _virt_error(f"cannot shut down domain {dom.name()}", exc) from None
+    deadline = time.monotonic() + timeout
+    while _active(dom):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            how = {"acpi": "the ACPI shutdown request", "agent": "the guest agent's shutdown",
+                   "any": "the shutdown request"}[method]
+            raise VirtError(f"domain {dom.name()} is still running {timeout:.0f}s after {how}",
+                            hint="the guest may ignore ACPI; `imagebuilder vm kill` stops it hard")
+        time.sleep(min(poll, remaining))
+    return True
+
+
+def _active(dom: libvirt.virDomain) -> bool:
+    try:
+        return bool(dom.isActive())
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False  # a transient domain that stopped is gone
+        raise _virt_error(f"cannot query domain {dom.name()}", exc) from None
+
+
+def undefine(dom: libvirt.virDomain) -> None:
+    """Undefine a domain with its NVRAM, managed save image and snapshot metadata."""
+    flags = (libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+             | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+             | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA)
+    try:
+        try:
+            dom.undefineFlags(flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
+                raise
+            dom.undefine()
+    except libvirt.libvirtError as exc:
+        raise _virt_error(f"cannot undefine domain {dom.name()}", exc) from None
+
+
+def remove_domain(conn: libvirt.virConnect, name: str) -> bool:
+    """Kill domain `name` if running and undefine it (with its NVRAM); True if it existed."""
+    try:
+        dom = conn.lookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return False
         raise _virt_error(f"cannot look up domain {name}", exc) from None
-    return True
+    return _remove(dom)
 
 
-def remove_domain(conn: libvirt.virConnect, name: str) -> bool:
-    """Stop domain `name` if running and undefine it (with its NVRAM); True if it existed."""
+def remove_by_uuid(conn: libvirt.virConnect, uuid: str) -> bool:
+    """Kill and undefine the domain with this UUID; True if it existed.
+
+    Clean-up after a failed build goes by UUID: a domain someone else made under the same name
+    is never touched.
+    """
     try:
-        dom = conn.lookupByName(name)
-        if dom.isActive():
-            dom.destroy()
-        if dom.isPersistent():
-            _undefine(dom)
+        dom = conn.lookupByUUIDString(uuid)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return False
-        raise _virt_error(f"cannot remove domain {name}", exc) from None
+        raise _virt_error(f"cannot look up domain {uuid}", exc) from None
+    return _remove(dom)
+
+
+def _remove(dom: libvirt.virDomain) -> bool:
+    try:
+        kill(dom)
+        if dom.isPersistent():
+            undefine(dom)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise _virt_error(f"cannot remove domain {dom.name()}", exc) from None
     return True
 
 
-def _undefine(dom: libvirt.virDomain) -> None:
+def volumes_of(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[libvirt.virStorageVol]:
+    """The storage volumes behind the domain's disks (not CD-ROMs); files outside pools are skipped."""
+    found = []
+    for disk in ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).findall("devices/disk"):
+        source = disk.find("source")
+        if disk.get("device", "disk") != "disk" or source is None:
+            continue
+        try:
+            if disk.get("type") == "volume":
+                pool = conn.storagePoolLookupByName(source.get("pool", ""))
+                found.append(pool.storageVolLookupByName(source.get("volume", "")))
+            elif disk.get("type") == "file" and source.get("file"):
+                found.append(conn.storageVolLookupByPath(source.get("file", "")))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL,
+                                            libvirt.VIR_ERR_NO_STORAGE_VOL):
+                raise _virt_error(f"cannot find the volumes of domain {dom.name()}", exc) from None
+    return found
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """One line of `imagebuilder vm list`."""
+
+    name: str
+    state: str
+    memory: int
+    vcpus: int
+    autostart: bool
+    persistent: bool
+    osinfo: str | None
+    recipe: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        """For JSON output."""
+        return dict(self.__dict__)
+
+
+def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
+    """Every domain of the connection, running or not, sorted by name."""
     try:
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        domains = conn.listAllDomains(0)
+        infos = []
+        for dom in domains:
+            state, _max_mem, memory_kib, vcpus, _cpu_time = dom.info()
+            meta = read_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            infos.append(DomainInfo(
+                name=dom.name(), state=STATES.get(state, "unknown"), memory=memory_kib * 1024, vcpus=vcpus,
+                autostart=bool(dom.autostart()), persistent=bool(dom.isPersistent()),
+                osinfo=meta.get("osinfo"), recipe=meta.get("recipe")))
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_INVALID_ARG):
-            raise
-        dom.undefine()
+        raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
+    return sorted(infos, key=lambda info: info.name)
+
+
+def delete_volumes(volumes: list[libvirt.virStorageVol]) -> list[str]:
+    """Delete each volume; return the names of those deleted. Stops at the first failure."""
+    deleted = []
+    for vol in volumes:
+        name = vol.name()
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                continue
+            raise _virt_error(f"cannot delete volume {name} (deleted so far: {', '.join(deleted) or 'none'})",
+                              exc) from None
+        deleted.append(name)
+    return deleted
+
+
+def serial_log_of(dom: libvirt.virDomain) -> str | None:
+    """The file the domain logs its first serial port to, if it has one."""
+    log = ET.fromstring(dom.XMLDesc(0)).find("devices/serial/log")
+    return log.get("file") if log is not None else None

@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -99,6 +100,16 @@ def volume_exists(pool: libvirt.virStoragePool, name: str) -> bool:
     return True
 
 
+def volume_format(pool: libvirt.virStoragePool, name: str) -> str:
+    """The format libvirt reports for volume `name` (raw, qcow2, …)."""
+    try:
+        xml = pool.storageVolLookupByName(name).XMLDesc(0)
+    except libvirt.libvirtError as exc:
+        raise _virt_error(f"cannot look up volume {name}", exc) from None
+    found = ET.fromstring(xml).find("target/format")
+    return found.get("type", "raw") if found is not None else "raw"
+
+
 def check_volume_name(name: str) -> None:
     """Raise InputError if `name` cannot be a volume (file) name."""
     problem = None
@@ -189,12 +200,27 @@ def _section(_stream: libvirt.virStream, fd: int) -> tuple[bool, int]:
     return result
 
 
+def create_volume(pool: libvirt.virStoragePool, name: str, capacity: int, fmt: str) -> libvirt.virStorageVol:
+    """A new, empty (thin) volume: a data disk."""
+    check_volume_name(name)
+    try:
+        return pool.createXML(_volume_xml(name, capacity, fmt), 0)
+    except libvirt.libvirtError as exc:
+        raise _virt_error(f"cannot create volume {name} in pool {pool.name()}", exc) from None
+
+
+class Cancelled(Exception):
+    """An upload stopped because another part of the build failed."""
+
+
 def upload_file(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, src: Path,
-                fmt: str, force: bool, transfer: Transfer | None = None) -> libvirt.virStorageVol:
+                fmt: str, force: bool, transfer: Transfer | None = None,
+                cancel: threading.Event | None = None, sparse: bool = True) -> libvirt.virStorageVol:
     """Create volume `name` in format `fmt` and send the bytes of `src` into it as a sparse stream.
 
     Holes of `src` are sent as holes, so `transfer` (if given) counts only the allocated bytes.
-    On any failure the stream is aborted and the new volume deleted.
+    Setting `cancel` stops the upload (Cancelled). On any failure the stream is aborted and the
+    new volume deleted. `sparse=False` sends every byte (for comparison in bench/upload.py).
     """
     check_volume_name(name)
     capacity = _image_size(src, fmt)
@@ -209,6 +235,8 @@ def upload_file(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: st
         raise _virt_error(f"cannot create volume {name} in pool {pool.name()}", exc) from None
 
     def send(_stream: libvirt.virStream, nbytes: int, fd: int) -> bytes:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"upload of {name} cancelled")
         data = os.read(fd, nbytes)
         if transfer is not None:
             transfer.advance(len(data))
@@ -219,8 +247,12 @@ def upload_file(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: st
 
     try:
         with open(src, "rb", buffering=0) as file:
-            vol.upload(stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
-            stream.sparseSendAll(send, _section, skip, file.fileno())
+            if sparse:
+                vol.upload(stream, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+                stream.sparseSendAll(send, _section, skip, file.fileno())
+            else:
+                vol.upload(stream, 0, 0, 0)
+                stream.sendAll(send, file.fileno())
             stream.finish()
     except BaseException as exc:
         _discard(stream, vol)

@@ -6,13 +6,14 @@ even when a test fails; nothing that existed before is changed.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import io
 import os
+import re
 import secrets
-import shutil
-import tempfile
+import threading
 import time
+import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,17 +24,20 @@ from imagebuilder.errors import BuildError, HostError, InputError, VirtError
 from imagebuilder.progress import Reporter
 from imagebuilder.run import run
 from imagebuilder.virt.connection import connect, is_local
-from imagebuilder.virt.domain import (
-    DomainSpec, define, domain_exists, domain_xml, ensure_network, remove_domain, remove_network,
-    start, validate_xml,
+from imagebuilder.virt import capabilities
+from imagebuilder.virt.domain import define, domain_exists, remove_by_uuid, remove_domain, start
+from imagebuilder.virt.domainxml import (
+    OSINFO_NS, DiskSpec, DomainSpec, NicSpec, domain_xml, generate_mac, read_metadata, validate_xml,
 )
+from imagebuilder.virt.network import check_network, ensure_network, network_exists, remove_network
 from imagebuilder.virt.storage import (
-    adopt_file, check_volume_name, create_dir_pool, delete_volume, ensure_pool, local_target_dir,
-    remove_pool, upload_file, volume_exists,
+    Cancelled, adopt_file, check_volume_name, create_volume, delete_volume, ensure_pool, local_target_dir,
+    upload_file, volume_exists, volume_format,
 )
 from imagebuilder.virt.wait import agent_exec, read_serial_tail, wait_for_agent
 
 from tests.integration.helpers import sha256, unique
+from tests.integration.virt_helpers import forget_logs
 
 pytestmark = pytest.mark.integration
 
@@ -261,27 +265,27 @@ def domain(conn, pool, pool_dir):
     """A defined, not started, domain booting an empty qcow2 disk, with no NIC."""
     run(["qemu-img", "create", "-q", "-f", "qcow2", str(pool_dir / "boot.qcow2"), "64M"])
     pool.refresh(0)
-    spec = DomainSpec(name=unique("dom"), memory_bytes=128 * MiB, vcpus=1, pool=pool.name(),
-                      volume="boot.qcow2", disk_format="qcow2", network=None,
-                      serial_log=str(pool_dir / "serial.log"))
+    spec = DomainSpec(name=unique("dom"), memory_bytes=128 * MiB, vcpus=1,
+                      disks=(DiskSpec(pool.name(), "boot.qcow2"),), serial_log=str(pool_dir / "serial.log"))
     xml = domain_xml(spec)
     validate_xml(xml)
     try:
         yield define(conn, xml), spec
     finally:
         remove_domain(conn, spec.name)
+        forget_logs(spec.name)
 
 
 def test_domain_lifecycle_and_agent_failures(conn, domain, capfd):
     dom, spec = domain
     assert domain_exists(conn, spec.name)
-    with pytest.raises(VirtError, match="stopped before its guest agent answered"):
+    with pytest.raises(VirtError, match="stopped while waiting for the guest agent to answer"):
         wait_for_agent(dom, timeout=5, poll=0.5)
 
     start(dom)
     assert dom.isActive()
     began = time.monotonic()
-    with pytest.raises(VirtError, match="guest agent did not answer within 5s"):
+    with pytest.raises(VirtError, match="timed out after 5s waiting for the guest agent to answer"):
         wait_for_agent(dom, timeout=5, serial_log=spec.serial_log, poll=0.5)
     assert 5 <= time.monotonic() - began < 30
     with pytest.raises(VirtError, match="guest agent guest-exec failed"):
@@ -309,3 +313,83 @@ def test_read_serial_tail(tmp_path):
                                           "[  OK  ] Started ssh", "debian login:"]
     assert read_serial_tail(str(log), lines=1) == ["debian login:"]
     assert read_serial_tail(str(tmp_path / "missing.log")) == []
+
+
+def test_upload_stops_when_cancelled(conn, pool, pool_dir, images):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        upload_file(conn, pool, "never.qcow2", images["qcow2"], "qcow2", force=False, cancel=cancel)
+    pool.refresh(0)
+    assert not volume_exists(pool, "never.qcow2") and os.listdir(pool_dir) == []
+
+
+def test_create_volume_and_its_format(pool, pool_dir):
+    vol = create_volume(pool, "data.qcow2", GiB, "qcow2")
+    assert vol.info()[1] == GiB and volume_format(pool, "data.qcow2") == "qcow2"
+    assert (pool_dir / "data.qcow2").stat().st_blocks * 512 < 2 * MiB  # thin
+
+
+def test_check_network(conn):
+    check_network(conn, "default")  # missing or not: the build may create it
+    missing = unique("nonet")
+    with pytest.raises(VirtError, match=f"network {missing} does not exist on qemu:///system \\(existing networks"):
+        check_network(conn, missing)
+    assert network_exists(conn, missing) is False
+
+
+def full_spec(pool_name: str, uuid: str) -> DomainSpec:
+    return DomainSpec(
+        name=unique("shape"), memory_bytes=256 * MiB, vcpus=2,
+        disks=(DiskSpec(pool_name, "boot.qcow2"), DiskSpec(pool_name, "data.raw", "raw", "sata"),
+               DiskSpec(pool_name, "logs.qcow2", bus="scsi")),
+        nics=(NicSpec("network", "default", generate_mac()), NicSpec("bridge", "ibtest-nobr0", generate_mac(), "e1000e")),
+        cpu="maximum", machine="q35", firmware="efi", graphics="spice", listen="0.0.0.0", video="qxl",
+        memballoon=False, rng=False, osinfo_id="http://debian.org/debian/12", uuid=uuid,
+        description="every option", labels={"recipe": "/r.toml", "recipe-sha256": "00"})
+
+
+def test_libvirt_defines_every_domain_shape(conn, pool):
+    """The richest XML we make is valid for the schema and accepted by the real libvirtd."""
+    uuid = str(uuidlib.uuid4())
+    spec = full_spec(pool.name(), uuid)
+    xml = domain_xml(spec)
+    validate_xml(xml)
+    assert capabilities.check(conn, spec).startswith("pc-q35-")
+    dom = define(conn, xml)
+    try:
+        stored = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        root = ET.fromstring(stored)
+        assert root.findtext("uuid") == uuid
+        assert root.find("os").get("firmware") == "efi"
+        assert root.find("os/type").get("machine").startswith("pc-q35-")
+        assert root.find("cpu").get("mode") == "maximum"
+        assert [d.find("target").get("dev") for d in root.findall("devices/disk")] == ["vda", "sda", "sdb"]
+        assert [n.find("mac").get("address") for n in root.findall("devices/interface")] == [
+            n.mac for n in spec.nics]
+        assert root.find("devices/graphics/listen").get("address") == "0.0.0.0"
+        assert root.find("devices/memballoon").get("model") == "none"
+        assert read_metadata(stored) == {"osinfo": "http://debian.org/debian/12", "recipe": "/r.toml",
+                                         "recipe-sha256": "00"}
+        assert root.find(f"metadata/{{{OSINFO_NS}}}libosinfo") is not None
+        validate_xml(stored)  # what libvirt made of it is valid too
+    finally:
+        assert remove_by_uuid(conn, uuid) is True
+    assert remove_by_uuid(conn, uuid) is False
+
+
+def test_remove_by_uuid_spares_a_namesake(conn, domain):
+    _, spec = domain
+    assert remove_by_uuid(conn, str(uuidlib.uuid4())) is False
+    assert domain_exists(conn, spec.name)
+
+
+def test_capabilities_name_the_recipe_key(conn, pool):
+    spec = full_spec(pool.name(), str(uuidlib.uuid4()))
+    for change, message in (({"machine": "nosuchmachine"}, "domain.machine 'nosuchmachine' is not available"),
+                            ({"cpu": "host-passthrough"}, "domain.cpu 'host-passthrough' is not available with TCG"),
+                            ({"machine": "pc", "vcpus": 300}, "domain.vcpus 300 is more than machine pc takes")):
+        with pytest.raises(VirtError, match=re.escape(message)):
+            capabilities.check(conn, dataclasses.replace(spec, **change))
+    assert capabilities.host_accel(conn) in ("kvm", "tcg")
+    assert "pc" in capabilities.machines(conn, "tcg") and "q35" in capabilities.machines(conn, "tcg")

@@ -1,0 +1,72 @@
+"""libvirt networks: find one, make the standard `default` NAT network when it is missing, remove."""
+
+from __future__ import annotations
+
+import libvirt
+
+from imagebuilder.errors import VirtError
+from imagebuilder.virt.domainxml import default_network_xml
+
+
+def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
+    return VirtError(f"{what}: {exc.get_error_message()}")
+
+
+def network_exists(conn: libvirt.virConnect, name: str) -> bool:
+    """True if network `name` is defined (active or not)."""
+    try:
+        conn.networkLookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return False
+        raise _virt_error(f"cannot look up network {name}", exc) from None
+    return True
+
+
+def check_network(conn: libvirt.virConnect, name: str) -> None:
+    """Before any work: network `name` must exist, unless it is `default`, which we can make."""
+    if name != "default" and not network_exists(conn, name):
+        known = ", ".join(sorted(n.name() for n in conn.listAllNetworks())) or "none"
+        raise VirtError(f"network {name} does not exist on {conn.getURI()} (existing networks: {known})",
+                        hint="define it with `virsh net-define`, or name another one in domain.network")
+
+
+def ensure_network(conn: libvirt.virConnect, name: str) -> bool:
+    """Make network `name` active; create `default` if missing. True if it was created."""
+    try:
+        net = conn.networkLookupByName(name)
+        created = False
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+            raise _virt_error(f"cannot look up network {name}", exc) from None
+        if name != "default":
+            raise VirtError(f"network {name} does not exist") from None
+        try:
+            net = conn.networkDefineXML(default_network_xml())
+            net.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            raise _virt_error("cannot define the default network", exc) from None
+        created = True
+    try:
+        if not net.isActive():
+            net.create()
+    except libvirt.libvirtError as exc:
+        if created:
+            remove_network(conn, name)
+        raise _virt_error(f"cannot start network {name}", exc) from None
+    return created
+
+
+def remove_network(conn: libvirt.virConnect, name: str) -> bool:
+    """Stop and undefine network `name`; True if it existed."""
+    try:
+        net = conn.networkLookupByName(name)
+        if net.isActive():
+            net.destroy()
+        if net.isPersistent():
+            net.undefine()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return False
+        raise _virt_error(f"cannot remove network {name}", exc) from None
+    return True
