@@ -16,6 +16,7 @@ from imagebuilder.errors import SourceError
 from imagebuilder.progress import Reporter
 from imagebuilder.sources.url import Verification, fetch
 from tests.integration.httpserver import FileServer
+from tests.signing import make_key
 
 pytestmark = pytest.mark.integration
 
@@ -85,18 +86,10 @@ def test_compressed_image_verified_by_checksum_file(served, cache, name, sums):
 def signing_key(tmp_path_factory, served):
     """A throwaway GPG key; SHA256SUMS.sig is its detached signature of SHA256SUMS."""
     _server, root, _image = served
-    home = tmp_path_factory.mktemp("gnupg")
-    home.chmod(0o700)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    gpg = ["gpg", "--batch", "--quiet", "--passphrase", ""]
-    subprocess.run(gpg + ["--quick-gen-key", "Test Signer <signer@example.org>", "ed25519", "sign", "never"],
-                   check=True, env=env)
-    key = home / "signer.asc"
-    key.write_bytes(subprocess.run(["gpg", "--armor", "--export"], check=True, env=env, capture_output=True).stdout)
-    subprocess.run(gpg + ["--detach-sign", "-o", str(root / "SHA256SUMS.sig"), str(root / "SHA256SUMS")],
-                   check=True, env=env)
+    key = make_key(tmp_path_factory.mktemp("signer"))
+    key.detach_sign(root / "SHA256SUMS", root / "SHA256SUMS.sig")
     (root / "TAMPERED").write_text((root / "SHA256SUMS").read_text().replace("disk.raw\n", "disk.raw \n"))
-    return key
+    return key.public
 
 
 def test_signed_checksum_file(served, cache, signing_key):
