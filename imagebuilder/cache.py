@@ -13,14 +13,14 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ENV_VAR = "IMAGEBUILDER_CACHE_DIR"
-KINDS = ("images", "bootstrap")
+KINDS = ("images", "bootstrap", "stages")
 
 
 def default_dir() -> Path:
@@ -29,6 +29,31 @@ def default_dir() -> Path:
         return Path(os.environ[ENV_VAR])
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "imagebuilder"
+
+
+STALE_AFTER = 60.0  # seconds: a younger partial file may belong to a writer that is about to lock it
+
+
+def sweep_partials(directory: Path) -> list[Path]:
+    """Delete the partial files in directory that no living writer holds (see Cache.writing)."""
+    swept = []
+    for path in directory.glob(".partial-*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if time.time() - os.fstat(fd).st_mtime < STALE_AFTER:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a writer holds it
+        else:
+            path.unlink(missing_ok=True)
+            swept.append(path)
+        finally:
+            os.close(fd)
+    return swept
 
 
 @dataclass(frozen=True)
@@ -63,16 +88,22 @@ class Cache:
 
     @contextmanager
     def writing(self, kind: str) -> Iterator[Path]:
-        """A temporary path in the cache's filesystem; removed on exit unless `commit` moved it."""
+        """A temporary path in the cache's filesystem; removed on exit unless `commit` moved it.
+
+        The writer holds a lock on it while it lives, so the partial files of a writer that was
+        killed (kill -9, a power cut) are told apart and swept away by the next writer.
+        """
         directory = self.root / kind
         directory.mkdir(parents=True, exist_ok=True)
+        sweep_partials(directory)
         fd, name = tempfile.mkstemp(prefix=".partial-", dir=directory)
-        os.close(fd)
         tmp = Path(name)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield tmp
         finally:
             tmp.unlink(missing_ok=True)
+            os.close(fd)
 
     def commit(self, tmp: Path, kind: str, name: str) -> Path:
         """Atomically publish a temporary file as entry `name`."""
@@ -82,13 +113,19 @@ class Cache:
         return final
 
     @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        """Hold an exclusive lock named by key (one download or bootstrap of a thing at a time)."""
+    def lock(self, key: str, on_wait: Callable[[], object] | None = None) -> Iterator[None]:
+        """Hold an exclusive lock named by key (one download or bootstrap of a thing at a time);
+        `on_wait` is called first if another process holds it (to say what we are waiting for)."""
         directory = self.root / "locks"
         directory.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256(key.encode()).hexdigest()[:32]
         with open(directory / name, "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:

@@ -8,6 +8,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from imagebuilder import files
 from imagebuilder.errors import BuildError, SourceError
 from imagebuilder.progress import Transfer
 from imagebuilder.run import require, run
@@ -36,13 +37,25 @@ def convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str, transfer: Transfer
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
     buffer = b""
-    while chunk := proc.stdout.read1(4096):
-        buffer = (buffer + chunk)[-256:]
-        found = _PROGRESS.findall(buffer)
-        if found and transfer and transfer.total:
-            transfer.set(int(float(found[-1]) / 100 * transfer.total))
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.wait() != 0:
+    try:
+        while chunk := proc.stdout.read1(4096):
+            buffer = (buffer + chunk)[-256:]
+            found = _PROGRESS.findall(buffer)
+            if found and transfer and transfer.total:
+                transfer.set(int(float(found[-1]) / 100 * transfer.total))
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        code = proc.wait()
+    except BaseException:  # Ctrl-C, SIGTERM: qemu-img must not go on writing after we are gone
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+    if code != 0:
+        if files.NO_SPACE_TEXT in stderr:
+            raise files.no_space(dst.parent, f"the {dst_fmt} image {dst.name}")
         raise BuildError(f"{shlex.join(argv)} failed: {stderr.strip()}")
     if transfer:
         transfer.set(transfer.total or 0)

@@ -30,7 +30,13 @@ class RecipeError(InputError):
         self.file, self.line, self.key, self.problem = file, line, key, problem
         where = f"{file}:{line}" if line else file
         text = f"{where}: key '{key}': {problem}" if key else f"{where}: {problem}"
-        super().__init__(text)
+        super().__init__(one_line(text))
+
+
+def one_line(text: str) -> str:
+    """text with control characters (newlines, terminal escapes) written as escapes: a recipe's values
+    are echoed in errors, and an error is one line that cannot rewrite the user's terminal."""
+    return "".join(c if " " <= c != "\x7f" else repr(c)[1:-1] for c in text)
 
 
 class HostError(ImageBuilderError):

@@ -46,7 +46,7 @@ def make(recipe: Recipe, base: BaseImage, accel: str, os_facts: dict[str, str],
         "base": {"kind": base.kind, "source": base.source, "digest": base.digest},
         "accelerator": accel,
         "os": {k: v for k, v in os_facts.items() if k != "root"},
-        "steps": [step.describe() for step in recipe.steps],
+        "steps": [step.record() for step in recipe.steps],  # descriptions, lines, host file digests
         "sysprep": list(recipe.sysprep),
         "outputs": outputs,
         "domain": domain,

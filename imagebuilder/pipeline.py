@@ -5,26 +5,29 @@ This module owns clean-up: whatever a failed or interrupted build created is rem
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from imagebuilder import accel as accelerator
-from imagebuilder import disk, manifest
+from imagebuilder import disk, files, manifest, rebuild, stages
 from imagebuilder.cache import Cache
 from imagebuilder.errors import BuildError
 from imagebuilder.guest.customize import customize
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
-from imagebuilder.sources import bootstrap, local, url
+from imagebuilder.run import run
+from imagebuilder.sources import bootstrap, local, template, url
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.undo import Undo
-from imagebuilder.virt import connection, domain, storage, wait
+from imagebuilder.virt import connection, domain, storage
+from imagebuilder.virt import hosts as libvirt_hosts
 
 BOOTSTRAP_DEFAULT_SIZE = 4 << 30
+STEP_OFFSET = 1  # stages are base, prepare, then one per step: step k (from 1) is stage k + 1
 
 
 @dataclass
@@ -37,6 +40,7 @@ class BuildOptions:
     output_file: Path | None = None
     keep_on_failure: bool = False
     manifest_path: Path | None = None
+    no_cache: bool = False
 
 
 @dataclass
@@ -46,6 +50,7 @@ class BuildResult:
     manifest_path: Path
     manifest: dict[str, Any]
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    up_to_date: bool = False
 
 
 def build(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> BuildResult:
@@ -53,7 +58,12 @@ def build(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> BuildRes
     undo = Undo(reporter)
     with ExitStack() as resources:
         try:
-            result = _Build(recipe, options, reporter, undo, resources).run()
+            job = _Build(recipe, options, reporter, undo, resources)
+            # One build of the same outputs at a time (two runs of one recipe, a timer and a person):
+            # the second waits, then finds them up to date or rebuilds them; never a race for a name.
+            resources.enter_context(job.cache.lock(job.outputs_key(), on_wait=lambda: reporter.info(
+                "waiting for another build of the same outputs to finish")))
+            result = job.run()
         except BaseException:
             undo.finish(failed=True, keep_created=options.keep_on_failure)
             raise
@@ -68,52 +78,106 @@ class _Build:
         self.resources = resources
         self.file_out = options.output_file or recipe.output.path
         self.to_libvirt = recipe.output.libvirt and options.output_file is None
-        self.conn: Any = None
-        self.pool: Any = None
+        self.hosts = libvirt_hosts.plan_hosts(recipe, self.to_libvirt, targets=options.output_file is None)
         self.pool_dir: Path | None = None
         self.outputs: list[dict[str, Any]] = []
+        self.cache = Cache(options.cache_dir)
+        self.secret = stages.secret_for(self.cache.root)
+        self.force = options.force
+        self.stages: list[stages.Stage] = []
 
     def run(self) -> BuildResult:
         accel = accelerator.choose(self.options.accel)
         self.reporter.info(f"accelerator: {accel}")
-        with self.reporter.stage("preflight"):
-            self.preflight()
-        with self.reporter.stage("fetch"):
-            base = self.fetch()
-        with self.reporter.stage("prepare"):
-            work, grown = self.prepare(base)
-        with self.reporter.stage("customize"):
-            facts = customize(work, self.recipe.disk.format, accel, self.recipe, base, grown, self.reporter)
-        with self.reporter.stage("publish"):
-            self.publish(work)
-        deployed = None
-        if self.recipe.domain and self.to_libvirt:
-            with self.reporter.stage("deploy"):
-                deployed = self.deploy(accel)
-        document = manifest.make(self.recipe, base, accel, facts, self.outputs, deployed, self.reporter.timings)
         path = self.options.manifest_path or manifest.default_path(
             self.recipe, self.file_out, self.recipe.output.pool if self.to_libvirt else None)
+        with self.reporter.stage("check"):
+            current = self.current(path)
+        if current is not None:
+            self.reporter.info(f"up to date: the outputs of the build recorded in {path} hold this result")
+            return BuildResult(path, current, current.get("outputs", []), up_to_date=True)
+        if not self.force and self.replaces_own(rebuild.previous(path)):
+            self.force = True
+            self.reporter.info("replacing the outputs of this recipe's earlier build")
+        with self.reporter.stage("preflight"):
+            self.preflight(accel)
+        with self.reporter.stage("fetch"):
+            base = self.fetch()
+        self.stages = stages.plan(self.recipe, base.digest, self.secret)
+        with self.reporter.stage("prepare"):
+            work, grown, done = self.prepare(base)
+        with self.reporter.stage("customize"):
+            facts = self.customize(work, accel, base, grown, done)
+        with self.reporter.stage("publish"):
+            self.publish(work)
+        for output in self.outputs:
+            output["stamp"] = rebuild.stamp(output["path"]) if output.get("path") else None
+        deployed = None
+        if self.recipe.domain and any(host.define for host in self.hosts):
+            with self.reporter.stage("deploy"):
+                deployed = self.deploy(facts)
+        document = manifest.make(self.recipe, base, accel, facts, self.outputs, deployed, self.reporter.timings)
+        document["stages"] = [{"name": s.name, "key": s.key, "own": s.own} for s in self.stages]
+        document["requested"] = self.requested()
         manifest.write(document, path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
 
-    def preflight(self) -> None:
-        """Check every output before any work: the file, the pool, the volume and the domain name."""
-        if self.file_out and self.file_out.exists() and not self.options.force:
+    def replaces_own(self, earlier: dict[str, Any] | None) -> bool:
+        """Whether the outputs in the way are the ones this recipe's earlier build made, untouched since
+        (then a rebuild may replace them without --force; anything else still needs --force)."""
+        if not earlier or earlier.get("requested") != self.requested():
+            return False
+        return all(rebuild.stamp(o["path"]) == o.get("stamp") for o in earlier.get("outputs", [])
+                   if o["type"] == "file")
+
+    def outputs_key(self) -> str:
+        """Names every output this build writes: the file, each volume, the domain."""
+        return json.dumps({"file": str(self.file_out.resolve()) if self.file_out else None,
+                           "volumes": sorted([h.uri, h.pool_name, h.volume] for h in self.hosts),
+                           "domain": [self.recipe.output.uri, self.recipe.domain.name] if self.recipe.domain
+                           else None}, sort_keys=True)
+
+    def requested(self) -> dict[str, Any]:
+        """The outputs this build is asked for, to tell whether an earlier build made the same ones."""
+        return {"file": str(self.file_out) if self.file_out else None,
+                "volumes": [[h.uri, h.pool_name, h.volume] for h in self.hosts],
+                "domain": self.recipe.domain.name if self.recipe.domain else None}
+
+    def current(self, manifest_path: Path) -> dict[str, Any] | None:
+        """The earlier manifest, if its outputs already hold what this build would make (no download,
+        launch, conversion or upload needed); None when something must be built."""
+        earlier = rebuild.previous(manifest_path)
+        if self.options.no_cache or earlier is None:
+            return None
+        digest = rebuild.identify_base(self.recipe, self.cache, self.reporter)
+        if digest is None:
+            self.reporter.info("the base must be downloaded to know whether it changed")
+            return None
+        final = stages.plan(self.recipe, digest, self.secret)[-1].key
+        reason = rebuild.why_not_current(earlier, final, self.requested(), self._volume_exists, self._domain_exists)
+        if reason:
+            self.reporter.info(f"will build: {reason}")
+            return None
+        return earlier
+
+    @staticmethod
+    def _volume_exists(output: dict[str, Any]) -> bool:
+        with connection.connect(output["uri"]) as conn:
+            return storage.volume_exists_in(conn, output["pool"], output["volume"])
+
+    @staticmethod
+    def _domain_exists(recorded: dict[str, Any]) -> bool:
+        with connection.connect(recorded.get("uri")) as conn:
+            return domain.domain_exists(conn, recorded["name"])
+
+    def preflight(self, accel: str) -> None:
+        """Check every output before any work: the file, and on every libvirt host the pool, the
+        volume and domain names, networks, data disks and what the hypervisor offers."""
+        if self.file_out and self.file_out.exists() and not self.force:
             raise BuildError(f"output file {self.file_out} already exists (use --force to replace it)")
-        if not self.to_libvirt:
-            return
-        out = self.recipe.output
-        self.conn = self.resources.enter_context(connection.connect(out.uri))
-        self.pool, created = storage.ensure_pool(self.conn, out.pool)
-        if created:
-            self.reporter.info(f"created the storage pool '{out.pool}'")
-        if storage.volume_exists(self.pool, out.volume) and not self.options.force:
-            raise BuildError(f"volume {out.volume} already exists in pool {out.pool} (use --force to replace it)")
-        spec = self.recipe.domain
-        if spec and domain.domain_exists(self.conn, spec.name) and not self.options.force:
-            raise BuildError(f"domain {spec.name} already exists (use --force to replace it)")
-        self.pool_dir = storage.local_target_dir(self.conn, self.pool)
+        libvirt_hosts.preflight(self.hosts, self.recipe, accel, self.force, self.resources, self.reporter)
+        self.pool_dir = next((host.local_dir for host in self.hosts if host.main), None)
 
     def fetch(self) -> BaseImage:
         """The base image, from the cache when possible."""
@@ -122,85 +186,123 @@ class _Build:
             check = url.Verification(base.checksum, base.checksum_url, base.signature_url, base.keyring)
             return url.fetch(base.url, check, cache, self.reporter)
         if base.kind == "path":
-            return local.fetch(base.path)
+            return local.fetch(base.path, cache)
+        if base.kind == "template":
+            return template.fetch(self.recipe, cache, self.reporter)
         return bootstrap.fetch(base.bootstrap, cache, self.reporter)
 
-    def prepare(self, base: BaseImage) -> tuple[Path, bool]:
-        """Convert the base into the output format at its working place and grow it; returns (path, grown)."""
+    def prepare(self, base: BaseImage) -> tuple[Path, bool, int]:
+        """The working image in the output format at its working place: from the latest checkpoint
+        in the cache, else from the base (grown to disk.size). Returns (path, grown, steps done)."""
         fmt, size = self.recipe.disk.format, self.recipe.disk.size
         if self.to_libvirt and self.pool_dir:
             where = self.pool_dir
         elif self.file_out:
             where = self.file_out.parent
         else:
-            where = Cache(self.options.cache_dir).root / "work"
+            where = self.cache.root / "work"
         where.mkdir(parents=True, exist_ok=True)
         work = where / f".{self.recipe.name}.{os.getpid()}.imagebuilder-part"
         self.undo.temporary(f"temporary image {work}", lambda: work.unlink(missing_ok=True))
+        resume = None if self.options.no_cache else rebuild.resume_point(self.stages, self.cache)
+        if resume is not None:
+            saved = rebuild.checkpoint(self.cache, self.stages[resume])
+            self.reporter.info(f"resuming from the cached result of {self.stages[resume].name}")
+            disk.convert(saved, "qcow2", work, fmt, self.reporter.transfer(f"convert to {fmt}", disk.probe(saved)[1]))
+            return work, False, resume - STEP_OFFSET
         if base.kind == "rootfs":
             disk.create(work, fmt, size or BOOTSTRAP_DEFAULT_SIZE)
-            return work, False
+            return work, False, 0
         transfer = self.reporter.transfer(f"convert to {fmt}", base.virtual_size)
         disk.convert(base.path, base.format, work, fmt, transfer)
         grown = bool(size) and disk.grow(work, fmt, size)
-        return work, grown
+        return work, grown, 0
+
+    def customize(self, work: Path, accel: str, base: BaseImage, grown: bool, done: int) -> dict[str, str]:
+        """Apply the steps not done yet: one appliance launch per stretch between checkpoints, the
+        image saved in the cache at each checkpoint (a relaunch costs less than redoing the step)."""
+        total, fmt = len(self.recipe.steps), self.recipe.disk.format
+        breaks = [] if self.options.no_cache else \
+            [k for k in range(done + 1, total) if self.stages[k + STEP_OFFSET].checkpoint]
+        facts: dict[str, str] = {}
+        for first, end in zip([done] + breaks, breaks + [total]):
+            facts = customize(work, fmt, accel, self.recipe, base, grown and first == 0, self.reporter,
+                              steps=(first, end), finish=end == total)
+            if end < total:
+                stage = self.stages[end + STEP_OFFSET]
+                with self.cache.writing("stages") as tmp:
+                    disk.convert(work, fmt, tmp, "qcow2")
+                    self.cache.commit(tmp, "stages", rebuild.checkpoint(self.cache, stage).name)
+                self.reporter.info(f"checkpoint: kept the image after {stage.name} in the cache")
+        return facts
 
     def publish(self, work: Path) -> None:
-        """Make the image visible under its final names: a file, a pool volume, or both."""
-        fmt = self.recipe.disk.format
+        """Make the image visible under its final names: uploads to the hosts that need them (all
+        at once), the file, then the main volume by a rename in its pool."""
+        fmt, force = self.recipe.disk.format, self.force
         digest = manifest.file_digest(work)
+        self.outputs += libvirt_hosts.upload_all(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
         if self.file_out:
             self.file_out.parent.mkdir(parents=True, exist_ok=True)
-            if self.to_libvirt:
+            if self.pool_dir:
                 partial = self.file_out.with_name(f".{self.file_out.name}.part")
                 self.undo.temporary(f"temporary file {partial}", lambda: partial.unlink(missing_ok=True))
-                shutil.copyfile(work, partial)
-                os.replace(partial, self.file_out)
+                run(["cp", "--sparse=always", "--reflink=auto", str(work), str(partial)])  # holes stay holes
+                self.place_file(partial)
             else:
-                os.replace(work, self.file_out)
+                self.place_file(work)
             self.undo.created(f"output file {self.file_out}", lambda: self.file_out.unlink(missing_ok=True))
             self.outputs.append({"type": "file", "path": str(self.file_out), "format": fmt, "digest": digest})
             self.reporter.info(f"image file: {self.file_out}")
-        if self.to_libvirt:
-            self.publish_volume(work, digest)
+        self.outputs += libvirt_hosts.adopt_main(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
 
-    def publish_volume(self, work: Path, digest: str) -> None:
-        out, fmt = self.recipe.output, self.recipe.disk.format
-        if self.pool_dir:
-            vol = storage.adopt_file(self.pool, work, out.volume, self.options.force)
+    def place_file(self, finished: Path) -> None:
+        """Rename the finished image to the output file; without --force never over a file that
+        appeared since the pre-flight check (another build of the same output)."""
+        try:
+            files.place(finished, self.file_out, replace=self.force)
+        except FileExistsError:
+            raise BuildError(f"output file {self.file_out} appeared while this build ran; it is left alone "
+                             "(use --force to replace it)") from None
+
+    def deploy(self, facts: dict[str, str]) -> dict[str, Any]:
+        """Define the domain where asked, start it on the main host and wait until it is ready."""
+        return libvirt_hosts.deploy(self.hosts, self.recipe, facts, self.force, self.undo, self.reporter)
+
+
+def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str, Any]:
+    """What a build would do now, stage by stage, with the reason for each stage that would run."""
+    with ExitStack() as resources:
+        job = _Build(recipe, options, reporter, Undo(reporter), resources)
+        path = options.manifest_path or manifest.default_path(
+            recipe, job.file_out, recipe.output.pool if job.to_libvirt else None)
+        earlier = rebuild.previous(path)
+        digest = rebuild.identify_base(recipe, job.cache, reporter)
+        if digest is None:
+            return {"up_to_date": False, "reason": "the base must be downloaded to know its digest",
+                    "stages": [{"name": "everything", "status": "will run", "why": "base digest unknown"}]}
+        chain = stages.plan(recipe, digest, job.secret)
+        reason = None if options.no_cache else rebuild.why_not_current(
+            earlier, chain[-1].key, job.requested(), job._volume_exists, job._domain_exists)
+    if reason is None:
+        return {"up_to_date": True, "reason": "the outputs hold this result",
+                "stages": [{"name": s.name, "status": "up to date", "why": ""} for s in chain]}
+    resume = None if options.no_cache else rebuild.resume_point(chain, job.cache)
+    before = {entry["name"]: entry for entry in (earlier or {}).get("stages", [])}
+    rows, changed = [], False
+    for index, stage in enumerate(chain):
+        old = before.get(stage.name)
+        own_changed = old is not None and old.get("own") != stage.own
+        if resume is not None and index <= resume:
+            status, why = "cached", "checkpoint in the cache" if index == resume else ""
+        elif old is None:
+            status, why = "will run", "no earlier build" if not before else "new stage"
+        elif own_changed:
+            status, why = "will run", "its inputs changed" if stage.cacheable else "never cached (random input)"
+        elif changed:
+            status, why = "will run", "an earlier stage changed"
         else:
-            transfer = self.reporter.transfer(f"upload {out.volume}", work.stat().st_size)
-            vol = storage.upload_file(self.conn, self.pool, out.volume, work, fmt, self.options.force, transfer)
-        self.undo.created(f"volume {out.volume} in pool {out.pool}",
-                          lambda: storage.delete_volume(self.pool, out.volume))
-        self.outputs.append({"type": "volume", "uri": out.uri, "pool": out.pool, "volume": out.volume,
-                             "path": vol.path(), "format": fmt, "digest": digest})
-        self.reporter.info(f"volume: {out.pool}/{out.volume} ({vol.path()})")
-
-    def deploy(self, accel: str) -> dict[str, Any]:
-        """Define the domain, start it and wait until it is ready."""
-        spec, out = self.recipe.domain, self.recipe.output
-        if spec.network and domain.ensure_network(self.conn, spec.network):
-            self.reporter.info(f"created and started the network '{spec.network}'")
-            self.undo.created(f"network {spec.network}", lambda: domain.remove_network(self.conn, spec.network))
-        if domain.domain_exists(self.conn, spec.name):
-            domain.remove_domain(self.conn, spec.name)
-            self.reporter.info(f"removed the existing domain {spec.name} (--force)")
-        serial_log = f"/var/log/libvirt/qemu/{spec.name}-serial.log" if connection.is_local(self.conn) else None
-        xml = domain.domain_xml(domain.DomainSpec(
-            name=spec.name, memory_bytes=spec.memory, vcpus=spec.vcpus, pool=out.pool, volume=out.volume,
-            disk_format=self.recipe.disk.format, network=spec.network, accel=accel, graphics=spec.graphics,
-            serial_log=serial_log))
-        domain.validate_xml(xml)
-        dom = domain.define(self.conn, xml)
-        self.undo.created(f"domain {spec.name}", lambda: domain.remove_domain(self.conn, spec.name))
-        self.reporter.info(f"defined domain {spec.name}")
-        if spec.start:
-            domain.start(dom)
-            self.reporter.info(f"started domain {spec.name}")
-            if spec.wait == "agent":
-                self.reporter.info(f"waiting up to {spec.timeout}s for the guest agent")
-                wait.wait_for_agent(dom, spec.timeout, serial_log)
-                self.reporter.info("guest agent answered: the domain is ready")
-        return {"name": spec.name, "uri": out.uri, "started": spec.start, "wait": spec.wait,
-                "accelerator": accel, "serial_log": serial_log}
+            status, why = "will run", "no cached result"
+        changed = changed or own_changed or old is None
+        rows.append({"name": stage.name, "status": status, "why": why, "key": stage.key[:12]})
+    return {"up_to_date": False, "reason": reason, "stages": rows}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from imagebuilder.progress import Reporter
 
@@ -32,8 +35,29 @@ class Undo:
             for what, _ in self._created:
                 self.reporter.info(f"kept after failure (--keep-on-failure): {what}")
         self._temporary, self._created = [], []
-        for what, action in reversed(actions):
-            try:
-                action()
-            except Exception as exc:  # noqa: BLE001 - every clean-up must get its turn
-                self.reporter.info(f"clean-up of {what} failed: {exc}")
+        with self._shielded():
+            for what, action in reversed(actions):
+                try:
+                    action()
+                except Exception as exc:  # noqa: BLE001 - every clean-up must get its turn
+                    self.reporter.info(f"clean-up of {what} failed: {exc}")
+
+    @contextmanager
+    def _shielded(self) -> Iterator[None]:
+        """Let a second Ctrl-C or SIGTERM not cut the clean-up short: it is noted, not raised."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        saved = {sig: handler for sig, handler in saved.items() if handler is not None}  # None: set outside Python
+
+        def note(signum: int, _frame: object) -> None:
+            self.reporter.info(f"{signal.Signals(signum).name} received during clean-up; finishing the clean-up first")
+
+        for sig in saved:
+            signal.signal(sig, note)
+        try:
+            yield
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
 from imagebuilder.guest.context import GuestContext
 
 DEVICE = "/dev/sda"
+BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+ESP_SECTORS = 128 * 2048
 _GRUB_DEFAULTS = {
     "GRUB_TIMEOUT": "1",
     "GRUB_CMDLINE_LINUX_DEFAULT": '"console=tty0 console=ttyS0,115200n8 net.ifnames=0"',
@@ -23,24 +27,57 @@ iface eth0 inet dhcp
 
 
 def install_rootfs(ctx: GuestContext, tarball: Path, hostname: str) -> None:
-    """Partition the blank disk (MBR, one ext4 root), unpack the tarball, write fstab and install GRUB."""
+    """Lay out the blank disk so it boots under BIOS and UEFI alike, unpack the tarball, install GRUB.
+
+    GPT with a BIOS boot partition (GRUB's core image for BIOS), an EFI system partition
+    (GRUB at the removable-media path, so no NVRAM entry is needed) and an ext4 root last,
+    where growing it later is an in-place operation.
+    """
     g = ctx.g
-    g.part_init(DEVICE, "mbr")
-    g.part_add(DEVICE, "p", 2048, -1)
-    g.part_set_bootable(DEVICE, 1, True)
-    root = f"{DEVICE}1"
+    g.part_init(DEVICE, "gpt")
+    g.part_add(DEVICE, "p", 2048, 4095)
+    g.part_set_gpt_type(DEVICE, 1, BIOS_BOOT_TYPE)
+    g.part_add(DEVICE, "p", 4096, 4096 + ESP_SECTORS - 1)
+    g.part_set_gpt_type(DEVICE, 2, ESP_TYPE)
+    g.part_add(DEVICE, "p", 4096 + ESP_SECTORS, -34)
+    esp, root = f"{DEVICE}2", f"{DEVICE}3"
+    g.mkfs("vfat", esp)
     g.mkfs("ext4", root)
     g.mount(root, "/")
     ctx.reporter.info("unpacking the root filesystem")
     g.tar_in(str(tarball), "/", xattrs=True, acls=True)
-    g.write("/etc/fstab", f"UUID={g.vfs_uuid(root)} / ext4 errors=remount-ro 0 1\n")
+    g.mkdir_p("/boot/efi")
+    g.mount(esp, "/boot/efi")
+    g.write("/etc/fstab", f"UUID={g.vfs_uuid(root)} / ext4 errors=remount-ro 0 1\n"
+                          f"UUID={g.vfs_uuid(esp)} /boot/efi vfat umask=0077 0 1\n")
     g.write("/etc/hostname", hostname + "\n")
     g.write("/etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     g.write("/etc/network/interfaces", _INTERFACES)
     g.write("/etc/default/grub", _grub_defaults(g.read_file("/etc/default/grub").decode()))
-    ctx.reporter.info("installing the GRUB boot loader")
-    g.command(["grub-install", "--target=i386-pc", DEVICE])
+    ctx.reporter.info("installing the GRUB boot loader for BIOS and UEFI")
+    _grub_install_bios(ctx)
+    g.command(["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--removable", "--no-nvram"])
     g.command(["update-grub"])
+
+
+def _grub_install_bios(ctx: GuestContext) -> None:
+    """grub-install for BIOS, into the BIOS boot partition.
+
+    Seen once under heavy load: grub-install, reading the disk right after it was partitioned and
+    formatted, did not find the BIOS boot partition ("embedding is not possible"). Flushing the
+    appliance's caches first, and one retry, make it read what is on the disk.
+    """
+    g = ctx.g
+    for attempt in (1, 2):
+        g.sync()
+        g.drop_caches(3)
+        try:
+            g.command(["grub-install", "--target=i386-pc", DEVICE])
+            return
+        except GuestError as exc:
+            if attempt == 2 or "embedding is not possible" not in exc.message:
+                raise
+            ctx.reporter.info("grub-install did not see the BIOS boot partition; trying once more")
 
 
 def _grub_defaults(text: str) -> str:
@@ -49,39 +86,87 @@ def _grub_defaults(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def expand_root(ctx: GuestContext) -> str:
-    """Grow the last partition to the end of the (already enlarged) disk, and its filesystem.
+def expand_root(ctx: GuestContext, hint: str | None = None, lv_hint: str | None = None) -> str:
+    """Grow the last partition to the end of the (already enlarged) disk, and what it holds.
 
     Like `virt-resize --expand` for the common layout where the root partition is the last one;
-    the partition is grown in place, so no data is copied. Returns the expanded partition.
+    the partition is grown in place, so no data is copied. `hint` (a template's `expand=`, such as
+    /dev/sda3) names the partition to grow; it must be the last one. When that partition is an
+    LVM physical volume, the volume group grows and the logical volume `lv_hint` (or the one that
+    holds the root filesystem) takes the new space, like `--lv-expand`. Returns what was grown.
     """
     g = ctx.g
     parts = g.part_list(DEVICE)
     if not parts:
         raise GuestError("the disk has no partition table to expand")
-    last = max(parts, key=lambda p: p["part_start"])
+    last = _partition_to_expand(parts, hint)
     partition = f"{DEVICE}{last['part_num']}"
     fstype = g.vfs_type(partition)
-    if fstype not in ("ext2", "ext3", "ext4", "xfs", "btrfs"):
+    if fstype != "LVM2_member" and fstype not in _GROWABLE:
         raise GuestError(f"cannot expand {partition}: it holds '{fstype or 'no filesystem'}', "
-                         "and expansion needs the root filesystem on the last partition")
-    parttype = g.part_get_parttype(DEVICE)
+                         "and expansion needs the root filesystem (or its LVM volume) on the last partition")
     sectors = g.blockdev_getsz(DEVICE)
-    if parttype == "gpt":
+    if g.part_get_parttype(DEVICE) == "gpt":
         g.part_expand_gpt(DEVICE)
         end = sectors - 34
     else:
         end = sectors - 1
     g.part_resize(DEVICE, last["part_num"], end)
+    if fstype != "LVM2_member":
+        _grow_filesystem(g, partition, fstype)
+        return partition
+    g.pvresize(partition)
+    volume = lv_hint or _root_logical_volume(g)
+    g.lvresize_free(volume, 100)
+    _grow_filesystem(g, volume, g.vfs_type(volume))
+    return f"{partition} and {volume}"
+
+
+_GROWABLE = ("ext2", "ext3", "ext4", "xfs", "btrfs")
+
+
+def _grow_filesystem(g, device: str, fstype: str) -> None:
+    """Grow the filesystem on device to fill it."""
+    if fstype not in _GROWABLE:
+        raise GuestError(f"cannot grow {device}: '{fstype or 'no filesystem'}' is not ext2/3/4, xfs or btrfs")
     if fstype.startswith("ext"):
-        g.e2fsck_f(partition)
-        g.resize2fs(partition)
-    elif fstype == "btrfs":
-        g.mount(partition, "/")
+        g.e2fsck_f(device)
+        g.resize2fs(device)
+        return
+    g.mount(device, "/")
+    if fstype == "btrfs":
         g.btrfs_filesystem_resize("/")
-        g.umount("/")
     else:
-        g.mount(partition, "/")
         g.xfs_growfs("/")
-        g.umount("/")
-    return partition
+    g.umount("/")
+
+
+def _root_logical_volume(g) -> str:
+    """The logical volume that inspection finds the root filesystem on."""
+    roots = [root for root in g.inspect_os() if root in g.lvs()]
+    if len(roots) != 1:
+        raise GuestError("the last partition is an LVM volume, but no single logical volume holds the root "
+                         "filesystem; name it with the template's lvexpand")
+    return roots[0]
+
+
+_HINT = re.compile(r"/dev/(?:sd|hd|vd|xvd)a([0-9]+)")
+
+
+def _partition_to_expand(parts: list[dict], hint: str | None) -> dict:
+    """The partition a hint names (checked to be the last one), or the last partition without a hint."""
+    last = max(parts, key=lambda p: p["part_start"])
+    if hint is None:
+        return last
+    match = _HINT.fullmatch(hint)
+    if not match:
+        raise GuestError(f"the template's expand hint '{hint}' is not a partition of the first disk "
+                         "(such as /dev/sda3)")
+    chosen = next((p for p in parts if p["part_num"] == int(match.group(1))), None)
+    if chosen is None:
+        numbers = ", ".join(f"{DEVICE}{p['part_num']}" for p in sorted(parts, key=lambda p: p["part_num"]))
+        raise GuestError(f"the template's expand hint {hint} names no partition of the disk ({numbers})")
+    if chosen is not last:
+        raise GuestError(f"the template's expand hint {hint} is not the last partition ({DEVICE}{last['part_num']} "
+                         "follows it); growing it would mean moving partitions, which imagebuilder does not do")
+    return chosen

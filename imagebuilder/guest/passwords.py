@@ -1,12 +1,24 @@
-"""Password selectors (virt-customize's syntax), SHA-512 crypt hashing and /etc/shadow edits.
+"""Password selectors (virt-customize's syntax), crypt hashing and /etc/shadow edits.
 
-A password's clear text lives only in memory here: it is never logged, put in a manifest,
-or passed on a command line.
+Selectors: `password:TEXT`, `file:PATH` (first line of the file), `env:VAR` (the value of an
+environment variable of the build, read when the step runs), `random`, `disabled`, and
+`locked` / `locked:SELECTOR`; tables `{ password = … }`, `{ file = … }`, `{ env = "VAR" }`,
+`{ random = "SAVE_TO" }` with an optional `locked = true`. With --no-inline-secrets (ArgContext
+`inline_secrets=False`) a password written in the recipe itself is refused.
+
+A random password is never printed (virt-customize prints it on stdout; that ends up in CI logs).
+It is written to a file readable by its owner only: the path given in `{ random = "FILE" }`, or for
+the plain `random` selector (as found in commands files) `RECIPE-STEM.USER.password` beside the
+recipe. Clear text lives only in memory otherwise: never logged, put in a manifest, or passed on
+a command line. Hashes are SHA-512 crypt unless a `password_crypto` step says otherwise.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import re
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -19,10 +31,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt
 
+CRYPTOS = ("md5", "sha256", "sha512", "yescrypt")
+DEFAULT_CRYPTO = "sha512"
+
 
 @dataclass(frozen=True)
 class PasswordSpec:
-    """How to set an account's password; `kind` is password, file, random or disabled."""
+    """How to set an account's password; `kind` is password, file, env, random or disabled."""
 
     kind: str
     source: str | Path | None = None
@@ -32,29 +47,59 @@ class PasswordSpec:
     def describe(self) -> str:
         """A text for logs and manifests that never contains the password."""
         what = {"password": "inline password", "file": f"from file {self.source}",
+                "env": f"from environment variable {self.source}",
                 "random": f"random, saved to {self.save_to}", "disabled": "disabled"}[self.kind]
         return f"locked, {what}" if self.locked else what
 
 
-def parse(value: Any, ctx: ArgContext) -> PasswordSpec:
-    """`password:X`, `file:PATH`, `disabled`, `locked:…`, or a table {file=…}, {password=…}, {random=SAVE_TO}."""
+def default_save_path(ctx: ArgContext, user: str) -> Path:
+    """Where a plain `random` selector saves the password of `user`."""
+    if ctx.recipe_file is not None:
+        return ctx.recipe_file.resolve().parent / f"{ctx.recipe_file.stem}.{user}.password"
+    return ctx.base_dir / f"{user}.password"
+
+
+def parse(value: Any, ctx: ArgContext, user: str = "root") -> PasswordSpec:
+    """A selector string or table (see the module doc) for the password of `user`."""
     if isinstance(value, dict):
         return _parse_table(value, ctx)
     if not isinstance(value, str) or not value:
         raise ValueError("expected a selector such as \"file:secrets/root.pw\" or a table { file = \"…\" }")
-    locked = value.startswith("locked:")
+    locked = value == "locked" or value.startswith("locked:")
+    if value == "locked":
+        return PasswordSpec("disabled", None, True)
     if locked:
         value = value[len("locked:"):]
-    kind, _, rest = value.partition(":")
-    if kind == "password" and rest:
-        return PasswordSpec("password", rest, locked)
+    kind, sep, rest = value.partition(":")
+    if kind == "password" and sep:
+        return PasswordSpec("password", _inline(rest, ctx), locked)
     if kind == "file" and rest:
-        return PasswordSpec("file", host_path(rest, ctx), locked)
-    if kind == "disabled" and not rest:
+        return PasswordSpec("file", host_path(rest, ctx, secret=True), locked)
+    if kind == "env" and rest:
+        return PasswordSpec("env", _env_name(rest), locked)
+    if kind == "disabled" and not sep:
         return PasswordSpec("disabled", None, locked)
-    if kind == "random":
-        raise ValueError("a random password must be saved somewhere: write { random = \"FILE\" }")
-    raise ValueError(f"'{kind}' is not a password selector (use password:, file:, random, disabled or locked:)")
+    if kind == "random" and not sep:
+        return PasswordSpec("random", None, locked, default_save_path(ctx, user))
+    # never echo the value: a mistyped selector ("pasword:…") may hold the password itself
+    raise ValueError("not a password selector (use password:TEXT, file:PATH, env:VAR, random, disabled "
+                     "or locked:…)")
+
+
+def _inline(text: str, ctx: ArgContext) -> str:
+    if not ctx.inline_secrets:
+        raise ValueError("a password written in the recipe is refused (--no-inline-secrets); "
+                         "use file:PATH or env:VAR")
+    return text
+
+
+def _env_name(name: str) -> str:
+    """An environment variable's name; it must be set (and not empty) when the recipe is read."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"'{name}' is not an environment variable name")
+    if not os.environ.get(name):
+        raise ValueError(f"environment variable {name} is not set (or empty)")
+    return name
 
 
 def _parse_table(value: dict[str, Any], ctx: ArgContext) -> PasswordSpec:
@@ -62,26 +107,59 @@ def _parse_table(value: dict[str, Any], ctx: ArgContext) -> PasswordSpec:
     locked = value.get("locked", False)
     if not isinstance(locked, bool):
         raise ValueError("'locked' must be true or false")
-    if len(keys) != 1 or not keys <= {"file", "password", "random"}:
-        raise ValueError("expected exactly one of 'file', 'password' or 'random' (and optionally 'locked')")
+    if len(keys) != 1 or not keys <= {"file", "password", "env", "random"}:
+        raise ValueError("expected exactly one of 'file', 'password', 'env' or 'random' (and optionally 'locked')")
     (kind,) = keys
     item = value[kind]
-    if not isinstance(item, str) or not item:
+    if not isinstance(item, str) or (not item and kind != "password"):
         raise ValueError(f"'{kind}' must be a non-empty string")
     if kind == "file":
-        return PasswordSpec("file", host_path(item, ctx), locked)
+        return PasswordSpec("file", host_path(item, ctx, secret=True), locked)
+    if kind == "env":
+        return PasswordSpec("env", _env_name(item), locked)
     if kind == "random":
-        return PasswordSpec("random", None, locked, (ctx.base_dir / item).resolve())
-    return PasswordSpec("password", item, locked)
+        base = ctx.recipe_file.resolve().parent if ctx.recipe_file else ctx.base_dir
+        return PasswordSpec("random", None, locked, ctx.inside(item, (base / item).resolve()))
+    return PasswordSpec("password", _inline(item, ctx), locked)
 
 
-def shadow_field(spec: PasswordSpec) -> str:
-    """The second field of the shadow line: a fresh SHA-512 crypt hash, '*' for disabled, '!' prefix if locked."""
-    if spec.kind == "disabled":
-        field = "*"
-    else:
-        field = crypt.crypt(_clear_text(spec), crypt.mksalt(crypt.METHOD_SHA512))
+def crypto(value: Any) -> str:
+    """A password_crypto argument."""
+    if value not in CRYPTOS:
+        raise ValueError(f"unknown algorithm {value!r}: use {', '.join(CRYPTOS)}")
+    return value
+
+
+def shadow_field(spec: PasswordSpec, method: str = DEFAULT_CRYPTO) -> str:
+    """The password field of a shadow line: a fresh hash, '*' when disabled, with '!' in front if locked."""
+    field = "*" if spec.kind == "disabled" else hash_password(_clear_text(spec), method)
     return "!" + field if spec.locked else field
+
+
+def hash_password(clear: str, method: str = DEFAULT_CRYPTO) -> str:
+    """crypt(3) of clear with a new random salt."""
+    if method == "yescrypt":
+        salt = _gensalt(b"$y$")
+    else:
+        salt = crypt.mksalt({"md5": crypt.METHOD_MD5, "sha256": crypt.METHOD_SHA256,
+                             "sha512": crypt.METHOD_SHA512}[method])
+    hashed = crypt.crypt(clear, salt)
+    if not hashed or not hashed.startswith(salt[:3]):
+        raise ValueError(f"the host's crypt library cannot make {method} hashes")
+    return hashed
+
+
+def _gensalt(prefix: bytes) -> str:
+    name = ctypes.util.find_library("crypt")
+    if name is None:
+        raise ValueError("libcrypt is missing on the host; it is needed for yescrypt")
+    lib = ctypes.CDLL(name)
+    lib.crypt_gensalt.restype = ctypes.c_char_p
+    lib.crypt_gensalt.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int]
+    salt = lib.crypt_gensalt(prefix, 0, None, 0)
+    if not salt:
+        raise ValueError("the host's libcrypt cannot make yescrypt salts")
+    return salt.decode()
 
 
 def _clear_text(spec: PasswordSpec) -> str:
@@ -92,7 +170,12 @@ def _clear_text(spec: PasswordSpec) -> str:
         if not lines or not lines[0]:
             raise ValueError(f"password file {spec.source} is empty")
         return lines[0]
-    password = secrets.token_urlsafe(12)
+    if spec.kind == "env":
+        value = os.environ.get(str(spec.source), "").split("\n")[0]
+        if not value:
+            raise ValueError(f"environment variable {spec.source} is not set (or empty)")
+        return value
+    password = secrets.token_urlsafe(15)  # 120 bits, like virt-customize's random passwords
     _save_secret(spec.save_to, password)
     return password
 

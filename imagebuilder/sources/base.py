@@ -16,3 +16,5 @@ class BaseImage:
     source: str
     format: str = "raw"
     virtual_size: int = 0
+    expand: str | None = None      # the partition to grow (a template's expand=, e.g. /dev/sda3)
+    lvexpand: str | None = None    # the logical volume to grow (a template's lvexpand=)

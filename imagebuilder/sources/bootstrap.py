@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import requests
 
 from imagebuilder.cache import Cache
+from imagebuilder.errors import SourceError
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Bootstrap
 from imagebuilder.run import run
@@ -17,7 +22,7 @@ from imagebuilder.sources.base import BaseImage
 from imagebuilder.sources.distros import distribution
 
 _COMMON = ("grub-pc", "grub-efi-amd64-bin", "systemd-sysv", "udev", "initramfs-tools", "e2fsprogs",
-           "dosfstools", "ifupdown", "isc-dhcp-client", "qemu-guest-agent", "openssh-server")
+           "dosfstools", "ifupdown", "isc-dhcp-client", "qemu-guest-agent", "openssh-server", "dbus")
 _EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*")
 
 
@@ -35,10 +40,30 @@ def command(spec: Bootstrap, target: str) -> list[str]:
 
 
 def cache_key(spec: Bootstrap) -> str:
-    """A digest of everything that goes into the tarball: the command line and mmdebstrap's version."""
+    """A digest of everything that goes into the tarball: the command line, mmdebstrap's version and
+    the date of the mirror's Release file (so a new mirror state means a new bootstrap)."""
     version = run(["mmdebstrap", "--version"]).stdout.strip()
-    inputs = {"argv": command(spec, "TARGET"), "tool": version}
+    inputs = {"argv": command(spec, "TARGET"), "tool": version, "release": release_date(spec)}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def release_date(spec: Bootstrap) -> str:
+    """The Date: of the suite's Release file on the mirror (one small request)."""
+    where = f"{spec.mirror.rstrip('/')}/dists/{spec.suite}/Release"
+    parsed = urlparse(where)
+    try:
+        if parsed.scheme == "file":
+            text = Path(unquote(parsed.path)).read_text(errors="replace")
+        else:
+            response = requests.get(where, timeout=(15, 60))
+            response.raise_for_status()
+            text = response.text
+    except (requests.RequestException, OSError) as exc:
+        raise SourceError(f"cannot read {where}: {exc}", hint="is the mirror reachable?") from None
+    for line in text.splitlines():
+        if line.startswith("Date:"):
+            return line.split(":", 1)[1].strip()
+    raise SourceError(f"{where} has no Date: field; is it a Debian mirror?")
 
 
 def fetch(spec: Bootstrap, cache: Cache, reporter: Reporter) -> BaseImage:

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from imagebuilder import disk
+from imagebuilder.cache import Cache
+from imagebuilder.manifest import file_digest
 from imagebuilder.sources.base import BaseImage
 
 
-def fetch(path: Path) -> BaseImage:
-    """Describe a local image: its format, size and sha256 (read in chunks)."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
+def identify(path: Path, cache: Cache) -> str:
+    """The image's sha256, hashed once and then remembered while its size, mtime and inode stay the same."""
+    stat = path.stat()
+    stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    marker = f"local:{path.resolve()}"
+    with cache.index() as index:
+        record = index.get(marker)
+    if record and record.get("stamp") == stamp:
+        return record["digest"]
+    digest = file_digest(path)
+    with cache.index() as index:
+        index[marker] = {"digest": digest, "stamp": stamp}
+    return digest
+
+
+def fetch(path: Path, cache: Cache) -> BaseImage:
+    """Describe a local image: its format, size and sha256."""
     fmt, size = disk.probe(path)
-    return BaseImage(path=path, kind="disk", digest=f"sha256:{hasher.hexdigest()}", source=str(path),
+    return BaseImage(path=path, kind="disk", digest=identify(path, cache), source=str(path),
                      format=fmt, virtual_size=size)

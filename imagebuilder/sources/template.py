@@ -72,8 +72,28 @@ def recipe_repos(recipe: Recipe) -> list[repos.Repo]:
     return repos.configured()
 
 
+def identify(recipe: Recipe, reporter: Reporter) -> str | None:
+    """The template file's checksum from the (verified) index, without downloading the file."""
+    return _resolve_checked(recipe, reporter)[1]
+
+
 def fetch(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseImage:
     """The template's image, decompressed, with the index's expand hints (cached by its checksum)."""
+    found, checksum = _resolve_checked(recipe, reporter)
+    template = found.template
+    image = url.fetch(found.file_url, checksum, cache, reporter)
+    if template.format and image.format != template.format:
+        raise SourceError(f"template {template.name}: the index says format={template.format}, but "
+                          f"{found.file_url} holds a {image.format} image; refusing it")
+    if image.virtual_size != template.size:
+        reporter.info(f"warning: template {template.name}: the index says size={template.size}, "
+                      f"the image is {image.virtual_size} bytes")
+    return dataclasses.replace(image, source=f"template:{template.name}@{template.arch} {found.file_url}",
+                               expand=template.expand, lvexpand=template.lvexpand)
+
+
+def _resolve_checked(recipe: Recipe, reporter: Reporter) -> tuple[Resolved, str | None]:
+    """The recipe's template in the repositories, and its file's checksum (refused if a signed index lacks one)."""
     base = recipe.base
     try:
         search = _search(recipe_repos(recipe))
@@ -93,16 +113,12 @@ def fetch(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseImage:
         if where.verified:
             raise SourceError(f"template {template.name} in the signed index of {where.repo} has no "
                               "checksum[sha512], so its file cannot be verified; refusing it")
-        reporter.info(f"warning: template {template.name} has no checksum; its download is not verified")
-    image = url.fetch(found.file_url, checksum, cache, reporter)
-    if template.format and image.format != template.format:
-        raise SourceError(f"template {template.name}: the index says format={template.format}, but "
-                          f"{found.file_url} holds a {image.format} image; refusing it")
-    if image.virtual_size != template.size:
-        reporter.info(f"warning: template {template.name}: the index says size={template.size}, "
-                      f"the image is {image.virtual_size} bytes")
-    return dataclasses.replace(image, source=f"template:{template.name}@{template.arch} {found.file_url}",
-                               expand=template.expand, lvexpand=template.lvexpand)
+        if not found.file_url.startswith("file:"):
+            raise SourceError(f"template {template.name} has no checksum[sha512] in the unsigned index of "
+                              f"{where.repo}, so its download from {found.file_url} cannot be verified; refusing it",
+                              hint="add checksum[sha512]= to the index, or sign it and give the repository a gpgkey")
+        reporter.info(f"warning: template {template.name} has no checksum; its file is read unverified")
+    return found, checksum
 
 
 @dataclass

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import requests
 
-from imagebuilder import disk, gpg
+from imagebuilder import disk, files, gpg
 from imagebuilder.cache import Cache
 from imagebuilder.errors import SourceError
 from imagebuilder.progress import Reporter
@@ -48,7 +48,9 @@ def fetch(url: str, verification: Verification | str | None, cache: Cache, repor
         verification = Verification(checksum=verification)
     http = session or requests.Session()
     expected = _expected_checksum(url, verification, http, reporter)
-    with cache.lock(f"url:{url}"):
+    # By content when it is known: builds whose bases have the same checksum under different URLs
+    # (mirrors) wait for one download instead of making two.
+    with cache.lock(f"image:{expected}" if expected else f"url:{url}"):
         if expected:
             cached = cache.lookup("images", expected.replace(":", "-"))
             if cached:
@@ -104,8 +106,32 @@ def _small_get(url: str, http: requests.Session, binary: bool = False):
     return data if binary else data.decode("utf-8", errors="replace")
 
 
+def identify(url: str, verification: Verification | str | None, cache: Cache, reporter: Reporter,
+             session: requests.Session | None = None) -> str | None:
+    """The digest of the image at url now, when it is known without downloading it: a pinned
+    checksum, the checksum file's entry, or the cached copy's digest after a 304; else None."""
+    if not isinstance(verification, Verification):
+        verification = Verification(checksum=verification)
+    http = session or requests.Session()
+    expected = _expected_checksum(url, verification, http, reporter)
+    if expected:
+        return expected
+    current = _unchanged_copy(url, cache, http)
+    return current[1]["digest"] if current else None
+
+
 def _revalidate(url: str, cache: Cache, http: requests.Session, reporter: Reporter) -> BaseImage | None:
     """With no checksum to go by: ask the server whether the cached copy is still current."""
+    current = _unchanged_copy(url, cache, http)
+    if current is None:
+        return None
+    cached, record = current
+    reporter.info(f"base image {_name(url)} is unchanged upstream (304); using the cached copy")
+    return _base(cached, url, record["digest"])
+
+
+def _unchanged_copy(url: str, cache: Cache, http: requests.Session) -> tuple[Path, dict] | None:
+    """The cached copy of url and its index record, if a conditional request says it is current."""
     with cache.index() as index:
         record = index.get(url)
     if not record or urlparse(url).scheme == "file":
@@ -127,8 +153,7 @@ def _revalidate(url: str, cache: Cache, http: requests.Session, reporter: Report
         raise SourceError(f"cannot reach {url}: {exc}") from None
     if response.status_code != 304:
         return None
-    reporter.info(f"base image {_name(url)} is unchanged upstream (304); using the cached copy")
-    return _base(cached, url, record["digest"])
+    return cached, record
 
 
 def _download_into_cache(url: str, expected: str | None, cache: Cache, http: requests.Session,
@@ -136,7 +161,12 @@ def _download_into_cache(url: str, expected: str | None, cache: Cache, http: req
     algo = expected.split(":", 1)[0] if expected else "sha256"
     with cache.writing("images") as tmp:
         download = _Download(url, algo, http, reporter)
-        download.run(tmp)
+        try:
+            download.run(tmp)
+        except OSError as exc:  # writing into the cache failed (reading the network is a SourceError)
+            if exc.errno in files.NO_SPACE:
+                raise files.no_space(tmp.parent, f"the download of {_name(url)}") from None
+            raise SourceError(f"downloading {url} into {tmp.parent} failed: {exc}") from None
         actual = f"{algo}:{download.hasher.hexdigest()}"
         if expected and actual != expected:
             raise SourceError(f"checksum mismatch for {url}: expected {expected}, got {actual}")
@@ -190,6 +220,8 @@ class _Download:
                                        f"at byte {self.received} (attempt {attempt + 1} of {ATTEMPTS})")
                     time.sleep(min(2 ** (attempt - 1), 8))
                 except (OSError, EOFError, ValueError) as exc:
+                    if isinstance(exc, OSError) and exc.errno in files.NO_SPACE:
+                        raise
                     raise SourceError(f"downloading {self.url} failed: {exc}") from None
             if not decoder.complete:
                 raise SourceError(f"{self.url} ends before its compressed data does (truncated file?)")

@@ -109,6 +109,7 @@ class DomainSpec:
     uuid: str | None = None
     description: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # imagebuilder metadata attributes
+    cdroms: tuple[DiskSpec, ...] = ()  # read-only CD-ROMs (a cloud-init seed), after the disks
 
     def __post_init__(self) -> None:
         _one_of("accel", self.accel, ACCELS)
@@ -119,6 +120,8 @@ class DomainSpec:
             _one_of("cpu", self.cpu, CPU_MODES)
         if self.memory_bytes <= 0 or self.vcpus <= 0:
             raise InputError("domain memory and vcpus must be positive")
+        if any(cdrom.bus == "virtio" for cdrom in self.cdroms):
+            raise InputError("a CD-ROM needs a sata or scsi bus (virtio has no CD-ROMs)")
         if not self.disks:
             raise InputError("a domain needs at least one disk to boot from")
 
@@ -209,7 +212,13 @@ def _devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(elem, "target", dev=target, bus=disk.bus)
         if number == 0:
             _sub(elem, "boot", order="1")
-    if any(disk.bus == "scsi" for disk in spec.disks):
+    for disk, target in zip(spec.cdroms, disk_targets(spec.disks + spec.cdroms)[len(spec.disks):]):
+        elem = _sub(devices, "disk", type="volume", device="cdrom")
+        _sub(elem, "driver", name="qemu", type=disk.format)
+        _sub(elem, "source", pool=disk.pool, volume=disk.volume)
+        _sub(elem, "target", dev=target, bus=disk.bus)
+        _sub(elem, "readonly")
+    if any(disk.bus == "scsi" for disk in spec.disks + spec.cdroms):
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
     for nic in spec.nics:
         elem = _sub(devices, "interface", type=nic.kind)

@@ -19,7 +19,7 @@ from imagebuilder.errors import BuildError, ImageBuilderError
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.undo import Undo
-from imagebuilder.virt import capabilities, connection, domain, network, storage, wait
+from imagebuilder.virt import capabilities, clone, connection, domain, network, storage, wait
 from imagebuilder.virt.domainxml import DomainSpec, domain_xml, validate_xml
 from imagebuilder.virt.spec import domain_spec, format_size, serial_log_path
 
@@ -72,6 +72,13 @@ def preflight(hosts: list[Host], recipe: Recipe, accel: str, force: bool, resour
         if storage.volume_exists(host.pool, host.volume) and not force:
             raise BuildError(f"volume {host.volume} already exists in pool {host.pool_name} at {host.uri} "
                              "(use --force to replace it)")
+        if storage.volume_exists(host.pool, host.volume):
+            # a golden image under clones: replacing it would change every clone's disk under it
+            users = clone.users(host.conn, host.pool.storageVolLookupByName(host.volume))
+            if users:
+                raise BuildError(f"volume {host.volume} in pool {host.pool_name} at {host.uri} is the backing store "
+                                 f"of {', '.join(users)}; not even --force replaces it (destroy those clones, or "
+                                 "build into another volume name)")
         local = connection.is_local(host.conn)
         if host.main:
             host.local_dir = storage.local_target_dir(host.conn, host.pool)

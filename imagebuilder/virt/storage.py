@@ -12,6 +12,7 @@ from pathlib import Path
 
 import libvirt
 
+from imagebuilder import files
 from imagebuilder.errors import BuildError, InputError, VirtError
 from imagebuilder.progress import Transfer
 from imagebuilder.run import run
@@ -20,7 +21,11 @@ from imagebuilder.virt.connection import is_local
 log = logging.getLogger(__name__)
 
 def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
-    return VirtError(f"{what}: {exc.get_error_message()}")
+    hint = None
+    if exc.get_error_domain() == libvirt.VIR_FROM_RPC or exc.get_error_code() in (
+            libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN):
+        hint = "the connection to libvirt was lost: is libvirtd still running there? Then build again"
+    return VirtError(f"{what}: {exc.get_error_message()}", hint=hint)
 
 
 def ensure_pool(conn: libvirt.virConnect, name: str, default_path: str = "/var/lib/libvirt/images",
@@ -100,6 +105,15 @@ def volume_exists(pool: libvirt.virStoragePool, name: str) -> bool:
     return True
 
 
+def volume_exists_in(conn: libvirt.virConnect, pool_name: str, name: str) -> bool:
+    """Whether pool `pool_name` exists and holds volume `name` (a missing pool is no error here)."""
+    try:
+        pool = conn.storagePoolLookupByName(pool_name)
+    except libvirt.libvirtError:
+        return False
+    return volume_exists(pool, name)
+
+
 def volume_format(pool: libvirt.virStoragePool, name: str) -> str:
     """The format libvirt reports for volume `name` (raw, qcow2, …)."""
     try:
@@ -152,8 +166,11 @@ def adopt_file(pool: libvirt.virStoragePool, tmp_path: Path, name: str,
     final = target / name
     if not force:
         _refuse_existing(pool, name, final.exists() or volume_exists(pool, name))
-    try:  # atomic: with --force there is never a moment without a volume `name`
-        os.replace(tmp_path, final)
+    try:  # atomic: with --force there is never a moment without a volume `name`; without it, a
+        # volume that appeared since the check (another build of the same recipe) is never overwritten
+        files.place(tmp_path, final, replace=force)
+    except FileExistsError:
+        _refuse_existing(pool, name, True)
     except OSError as exc:
         raise BuildError(f"cannot rename {tmp_path} to {final}: {exc.strerror}") from None
     try:

@@ -114,6 +114,15 @@ def pool(conn, pool_dir):
             remove_pool(conn, name)
 
 
+@pytest.fixture(scope="session")
+def remote_uri():
+    """A second libvirtd standing for a remote host (qemu+tcp://127.0.0.1:PORT/system, no auth,
+    its own mount namespace; see tests/integration/loopback.py); stopped at the end of the session."""
+    from tests.integration.loopback import LoopbackLibvirtd
+    with LoopbackLibvirtd() as daemon:
+        yield daemon.uri
+
+
 @pytest.fixture
 def launch_counter(tmp_path):
     """(env, count): env makes libguestfs run qemu through a wrapper that logs each appliance launch."""

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Behaviour:
 
     ignore_range: bool = False
     cut_after: dict[str, int] = field(default_factory=dict)   # path -> bytes, applies once
+    delay: float = 0.0                                         # seconds to pause after each 64 KiB sent
 
 
 class FileServer:
@@ -42,6 +44,7 @@ class FileServer:
         self.root = root
         self.log: list[Served] = []
         self.behaviour = Behaviour()
+        self.sending: dict[str, int] = {}  # path -> body bytes sent so far, finished requests or not
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -114,6 +117,9 @@ class FileServer:
                 except (BrokenPipeError, ConnectionResetError):
                     break
                 sent += len(chunk)
+                self.sending[request.path] = self.sending.get(request.path, 0) + len(chunk)
+                if self.behaviour.delay:
+                    time.sleep(self.behaviour.delay)
                 if limit is not None and sent >= limit:
                     request.close_connection = True
                     break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import guestfs
@@ -61,6 +62,25 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         assert volume["digest"].startswith("sha256:")
         assert set(document["timings"]) >= {"fetch", "prepare", "customize", "publish", "deploy"}
         assert document["base"]["kind"] == "rootfs"
+
+        dom.destroy()  # the image must hold still while we check that testing does not change it
+        volume_digest = sha256(Path(volume["path"]))
+        junit = tmp_path / "demo.junit.xml"
+        passed = run_cli("test", str(recipe_file), "--junit", str(junit))
+        assert passed.returncode == 0, passed.stderr[-3000:]
+        cases = ET.parse(junit).getroot().findall(".//testcase")
+        assert len(cases) == 4 and not ET.parse(junit).getroot().findall(".//failure")
+
+        recipe_file.write_text(text + '\n[[tests]]\nname = "expects a lie"\ncommand = "cat /etc/hostname"\n'
+                                      'stdout = "^not-the-hostname$"\n')
+        failed = run_cli("test", str(recipe_file), "--junit", str(junit), "--summary", str(tmp_path / "s.json"))
+        assert failed.returncode == 1
+        assert "expects a lie" in failed.stderr
+        failures = ET.parse(junit).getroot().findall(".//testcase[failure]")
+        assert [case.get("name") for case in failures] == ["expects a lie"]
+        assert json.loads((tmp_path / "s.json").read_text())["failed"] == 1
+        assert sha256(Path(volume["path"])) == volume_digest, "testing must not change the image"
+        assert not [d for d in conn.listAllDomains() if d.name().startswith(f"{name}-test-")]
     finally:
         remove_domain(conn, name)
         pool.refresh(0)

@@ -6,6 +6,7 @@ import pytest
 
 from imagebuilder import recipe
 from imagebuilder.errors import RecipeError
+from imagebuilder.guest import sysprep
 
 MINIMAL = '[image]\nname = "web"\n[base.bootstrap]\n'
 
@@ -29,7 +30,8 @@ def test_minimal_recipe_defaults(tmp_path):
     assert loaded.disk.format == "qcow2" and loaded.disk.size is None
     assert loaded.output.libvirt and loaded.output.pool == "default" and loaded.output.volume == "web.qcow2"
     assert loaded.domain is None
-    assert loaded.sysprep == ("machine-id", "ssh-hostkeys", "logfiles")
+    assert loaded.sysprep == tuple(sysprep.defaults())
+    assert {"machine-id", "ssh-hostkeys", "logfiles", "tmp-files", "bash-history"} <= set(loaded.sysprep)
     assert loaded.network is False
 
 
@@ -59,7 +61,7 @@ timeout = "5m"
     assert loaded.steps[0].arg == ("nginx", "curl")
     assert loaded.steps[0].line == 9
     assert loaded.network is True
-    assert loaded.sysprep == ("machine-id", "ssh-hostkeys")
+    assert loaded.sysprep == tuple(n for n in sysprep.defaults() if n != "logfiles")
     assert loaded.output.path == (tmp_path / "out" / "web.raw").resolve()
     assert loaded.output.libvirt and loaded.output.volume == "web-1.raw"
     assert loaded.domain.memory == 2 << 30 and loaded.domain.network is None and loaded.domain.timeout == 300
@@ -84,7 +86,12 @@ def test_file_only_output_has_no_libvirt(tmp_path):
     (MINIMAL + '[[steps]]\nupload = "missing.txt:/x"\n', 5, "steps[0].upload", "does not exist"),
     (MINIMAL + '[[steps]]\nwrite = "relative:content"\n', 5, "steps[0].write", "must be absolute"),
     (MINIMAL + '[[steps]]\ninstall = ["ok", "bad;rm"]\n', 5, "steps[0].install", "not a package name"),
-    (MINIMAL + '[[steps]]\nroot_password = "random"\n', 5, "steps[0].root_password", "saved somewhere"),
+    (MINIMAL + '[[steps]]\nroot_password = "rnd"\n', 5, "steps[0].root_password", "not a password selector"),
+    (MINIMAL + '[[steps]]\nupload = "gone.txt:/x"\n', 5, "steps[0].upload", "does not exist"),
+    (MINIMAL + '[[steps]]\ninstall = ["x"]\n[customize]\nnetwork = false\n', 7, "customize.network",
+     "needs the appliance network"),
+    (MINIMAL + '[customize]\nnetwrk = true\n', 5, "customize.netwrk", "did you mean 'network'"),
+    (MINIMAL + '[[steps]]\nupdate = false\n', 5, "steps[0].update", "takes no argument"),
     ('[image]\nname = "web"\n[base]\nurl = "http://x/y.img"\n', 3, "base.checksum", "needs checksum"),
     ('[image]\nname = "web"\n[base]\nurl = "http://x/y"\nchecksum = "sha256:abc"\n', 5, "base.checksum",
      "has 64 hex digits"),

@@ -1,0 +1,81 @@
+"""Rebuilding only what changed: the base's identity without fetching it, checkpoints of the
+stages, and whether the outputs of an earlier build already hold this build's result."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from imagebuilder.cache import Cache
+from imagebuilder.progress import Reporter
+from imagebuilder.recipe import Recipe
+from imagebuilder.sources import bootstrap, local, template, url
+from imagebuilder.stages import Stage
+
+
+def identify_base(recipe: Recipe, cache: Cache, reporter: Reporter) -> str | None:
+    """The digest the base has now, when it can be known without downloading or bootstrapping it."""
+    base = recipe.base
+    if base.kind == "url":
+        check = url.Verification(base.checksum, base.checksum_url, base.signature_url, base.keyring)
+        return url.identify(base.url, check, cache, reporter)
+    if base.kind == "path":
+        return local.identify(base.path, cache)
+    if base.kind == "template":
+        return template.identify(recipe, reporter)
+    return f"sha256:{bootstrap.cache_key(base.bootstrap)}"
+
+
+def checkpoint(cache: Cache, stage: Stage) -> Path:
+    """Where the image as it is after `stage` is kept."""
+    return cache.path("stages", f"{stage.key}.qcow2")
+
+
+def resume_point(stages: list[Stage], cache: Cache) -> int | None:
+    """The index of the latest checkpointed stage whose image is in the cache, if any."""
+    for index in range(len(stages) - 1, -1, -1):
+        if stages[index].checkpoint and cache.lookup("stages", f"{stages[index].key}.qcow2"):
+            return index
+    return None
+
+
+def stamp(path: str | Path) -> list[int] | None:
+    """Size and modification time of a local file: cheap evidence that nobody changed it."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def previous(manifest_path: Path) -> dict[str, Any] | None:
+    """The manifest an earlier build left at manifest_path, if any."""
+    try:
+        return json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: Any,
+                    volume_exists, domain_exists) -> str | None:  # noqa: ANN001 - two lookups
+    """None if the earlier build's outputs hold this build's result unchanged; else the reason."""
+    if earlier is None:
+        return "no earlier build"
+    stages = earlier.get("stages") or [{}]
+    if stages[-1].get("key") != final_key:
+        return "an input changed"
+    if earlier.get("requested") != requested:
+        return "the outputs asked for changed"
+    for output in earlier.get("outputs", []):
+        if output["type"] == "file":
+            if stamp(output["path"]) != output.get("stamp"):
+                return f"{output['path']} changed or is gone"
+        elif not volume_exists(output):
+            return f"volume {output['pool']}/{output['volume']} is gone"
+        elif output.get("stamp") and not earlier.get("domain") and stamp(output["path"]) != output["stamp"]:
+            return f"volume {output['pool']}/{output['volume']} changed"
+    if earlier.get("domain") and not domain_exists(earlier["domain"]):
+        return "the domain is gone"
+    return None

@@ -1,0 +1,158 @@
+"""`imagebuilder test`: check a built image the way a golden-image CI job does.
+
+File and package checks run offline on the image (read-only, one appliance launch). Command
+checks run in a throwaway domain that boots a qcow2 overlay of the image, so the image itself
+never changes; the domain, the overlay and its transient pool are gone afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from imagebuilder import disk
+from imagebuilder.checks import Check, Outcome, Report, judge_command
+from imagebuilder.errors import BuildError, InputError
+from imagebuilder.guest.session import GuestSession
+from imagebuilder.progress import Reporter
+from imagebuilder.recipe import Recipe
+from imagebuilder.run import run
+from imagebuilder.virt import connection, storage
+from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
+from imagebuilder.virt.spec import serial_log_path
+from imagebuilder.virt.wait import agent_exec, wait_for_agent
+
+BOOT_TIMEOUT = 600
+
+
+def built_image(recipe: Recipe, image: Path | None) -> Path:
+    """The image to test: the one given, else the recipe's output file, else its volume in a local pool."""
+    if image is not None:
+        if not image.is_file():
+            raise InputError(f"{image}: no such image file")
+        return image
+    if recipe.output.path and recipe.output.path.is_file():
+        return recipe.output.path
+    if recipe.output.libvirt:
+        with connection.connect(recipe.output.uri) as conn:
+            pool, _ = storage.ensure_pool(conn, recipe.output.pool)
+            if storage.volume_exists(pool, recipe.output.volume):
+                path = Path(pool.storageVolLookupByName(recipe.output.volume).path())
+                if path.is_file():
+                    return path
+    raise InputError(f"{recipe.file}: no built image found (build it first, or pass --image)")
+
+
+def run_checks(recipe: Recipe, image: Path, accel: str, reporter: Reporter, uri: str = "qemu:///system") -> Report:
+    """Run every [[tests]] check of the recipe against image; the image is never modified."""
+    if not recipe.tests:
+        raise InputError(f"{recipe.file}: the recipe has no [[tests]] to run")
+    fmt, _ = disk.probe(image)
+    report = Report(recipe.name)
+    offline = [c for c in recipe.tests if c.kind != "command"]
+    booted = [c for c in recipe.tests if c.kind == "command"]
+    if offline:
+        reporter.info(f"offline checks on {image}: {len(offline)}")
+        _offline(image, fmt, accel, offline, report)
+    if booted:
+        reporter.info(f"booting a throwaway domain on an overlay of {image} for {len(booted)} command checks")
+        _booted(recipe, image, fmt, accel, uri, booted, report, reporter)
+    order = {check.name: index for index, check in enumerate(recipe.tests)}
+    report.outcomes.sort(key=lambda outcome: order[outcome.check.name])
+    for outcome in report.outcomes:
+        mark = "PASS" if outcome.passed else "FAIL"
+        reporter.info(f"{mark} {outcome.check.name}" + (f": {outcome.message}" if outcome.message else ""))
+    return report
+
+
+def _offline(image: Path, fmt: str, accel: str, checks: list[Check], report: Report) -> None:
+    with GuestSession(image, fmt, accel, network=False, readonly=True) as g:
+        roots = g.inspect_os()
+        if len(roots) != 1:
+            raise BuildError(f"{image}: expected one operating system, inspection found {len(roots)}")
+        mounts = g.inspect_get_mountpoints(roots[0])
+        for mountpoint in sorted(mounts, key=len):
+            g.mount_ro(mounts[mountpoint], mountpoint)
+        installed = None
+        for check in checks:
+            start = time.monotonic()
+            if check.kind == "file":
+                passed, message = _file_check(g, check)
+            else:
+                if installed is None:
+                    installed = {app["app2_name"] for app in g.inspect_list_applications2(roots[0])}
+                passed = check.package in installed
+                message = "" if passed else f"package {check.package} is not installed"
+            report.outcomes.append(Outcome(check, passed, time.monotonic() - start, message))
+
+
+def _file_check(g, check: Check) -> tuple[bool, str]:
+    if not g.exists(check.file):
+        return False, f"{check.file} does not exist"
+    if check.contains is None:
+        return True, ""
+    if not g.is_file(check.file):
+        return False, f"{check.file} is not a regular file"
+    text = g.read_file(check.file).decode(errors="replace")
+    if re.search(check.contains, text, re.MULTILINE):
+        return True, ""
+    return False, f"{check.file} does not match /{check.contains}/"
+
+
+def _booted(recipe: Recipe, image: Path, fmt: str, accel: str, uri: str, checks: list[Check], report: Report,
+            reporter: Reporter) -> None:
+    suffix = secrets.token_hex(3)
+    name = f"{recipe.name}-test-{suffix}"
+    scratch = Path(tempfile.mkdtemp(prefix="imagebuilder-test-", dir="/var/tmp"))
+    scratch.chmod(0o755)
+    serial_log = serial_log_path(name)
+    try:
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.resolve()), "-F", fmt,
+             str(scratch / "overlay.qcow2")])
+        with connection.connect(uri) as conn:
+            pool = conn.storagePoolCreateXML(_transient_pool_xml(f"imagebuilder-test-{suffix}", scratch), 0)
+            try:
+                dom = conn.createXML(domain_xml(_throwaway_spec(recipe, name, pool.name(), accel, serial_log)), 0)
+                try:
+                    wait_for_agent(dom, recipe.domain.timeout if recipe.domain else BOOT_TIMEOUT, serial_log)
+                    reporter.info("guest agent answered; running command checks")
+                    for check in checks:
+                        report.outcomes.append(_command_check(dom, check))
+                finally:
+                    dom.destroy()
+            finally:
+                pool.destroy()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        Path(serial_log).unlink(missing_ok=True)
+
+
+def _transient_pool_xml(name: str, path: Path) -> str:
+    root = ET.Element("pool", type="dir")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(ET.SubElement(root, "target"), "path").text = str(path)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _throwaway_spec(recipe: Recipe, name: str, pool: str, accel: str, serial_log: str) -> DomainSpec:
+    domain = recipe.domain
+    return DomainSpec(name=name, memory_bytes=domain.memory if domain else 1 << 30,
+                      vcpus=domain.vcpus if domain else 1, disks=(DiskSpec(pool, "overlay.qcow2", "qcow2"),),
+                      accel=accel, firmware=domain.firmware if domain else "bios", serial_log=serial_log,
+                      description=f"imagebuilder test of {recipe.name} (throwaway)")
+
+
+def _command_check(dom, check: Check) -> Outcome:
+    start = time.monotonic()
+    try:
+        code, out, err = agent_exec(dom, ["/bin/sh", "-c", check.command], timeout=check.timeout)
+    except BuildError as exc:
+        return Outcome(check, False, time.monotonic() - start, str(exc))
+    passed, message = judge_command(check, code, out)
+    output = out + (f"\n--- stderr ---\n{err}" if err else "")
+    return Outcome(check, passed, time.monotonic() - start, message, output)
