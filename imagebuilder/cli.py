@@ -15,13 +15,12 @@ from typing import Annotated, Optional
 import typer
 
 from imagebuilder import __version__, recipe
-from imagebuilder.errors import ImageBuilderError, InputError, Interrupted
+from imagebuilder.errors import EXIT_BUILT, ImageBuilderError, InputError, Interrupted
 from imagebuilder.progress import Reporter
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Build customized VM images from TOML recipes and boot them under libvirt.")
 
-EXIT_BUILT = 3  # `build --if-changed` built something new (0: nothing changed)
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe file (TOML).", show_default=False)]
 StrictPathsOpt = Annotated[bool, typer.Option(
     "--strict-paths", help="Refuse host paths (absolute, '..', symlinks, file:// URLs) that lead outside the "

@@ -63,3 +63,7 @@ class Interrupted(ImageBuilderError):
     """The build was stopped by SIGINT or SIGTERM. Exit code 130."""
 
     exit_code = 130
+
+
+EXIT_BUILT = 3
+"""Exit code of `build --if-changed` after building a new image (0 means nothing changed)."""

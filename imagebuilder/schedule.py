@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagebuilder import errors
 from imagebuilder.errors import BuildError, HostError, InputError
 from imagebuilder.run import run
 
@@ -33,10 +34,10 @@ MARKER = ("# Written by `imagebuilder schedule install`; `imagebuilder schedule 
 META_PREFIX = "# imagebuilder-schedule: "
 META_VERSION = 1
 
-EXIT_BUILT = 0        # `build --if-changed`: something changed and the build succeeded
+EXIT_NO_CHANGE = 0    # `build --if-changed`: nothing changed, nothing built
 EXIT_FAILED = 1       # the build or the host failed
 EXIT_BAD_INPUT = 2    # the recipe or an option is wrong
-EXIT_NO_CHANGE = 3    # nothing changed upstream or in the recipe: nothing built (a success for systemd)
+EXIT_BUILT = errors.EXIT_BUILT  # `build --if-changed` built a new image; a success too
 
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_RANDOMIZED_DELAY = "15min"
@@ -144,9 +145,9 @@ class Schedule:
             "Type=oneshot",
             f"WorkingDirectory={escape_specifiers(str(self.recipe.parent))}",
             f"ExecStart={self.exec_start()}",
-            f"# `build --if-changed` exits {EXIT_NO_CHANGE} when nothing changed and nothing was built: "
-            "a success, not a failure.",
-            f"SuccessExitStatus={EXIT_NO_CHANGE}",
+            f"# `build --if-changed` exits {EXIT_BUILT} after building a new image, 0 when nothing changed: "
+            "both are successes.",
+            f"SuccessExitStatus={EXIT_BUILT}",
             "StandardOutput=journal",
             "StandardError=journal",
             f"SyslogIdentifier={self.name}",

@@ -70,11 +70,11 @@ def test_lock_is_per_recipe_in_the_runtime_directory():
     assert one.lock_file != other.lock_file
 
 
-def test_exit_status_mapping_no_change_is_success_failures_are_not():
+def test_exit_status_mapping_built_and_no_change_succeed_failures_do_not():
     unit = settings(make().service_text())
     success = {int(code) for value in unit["SuccessExitStatus"] for code in value.split()}
-    assert success == {schedule.EXIT_NO_CHANGE} == {3}
-    assert schedule.EXIT_BUILT == 0          # systemd's own success
+    assert success == {schedule.EXIT_BUILT} == {3}
+    assert schedule.EXIT_NO_CHANGE == 0      # systemd's own success
     assert schedule.EXIT_FAILED not in success and schedule.EXIT_BAD_INPUT not in success
 
 
