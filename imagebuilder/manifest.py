@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import __version__
+from imagebuilder import __version__, stages
 from imagebuilder.recipe import Recipe
 from imagebuilder.sources.base import BaseImage
 
@@ -51,7 +51,23 @@ def make(recipe: Recipe, base: BaseImage, accel: str, os_facts: dict[str, str],
         "outputs": outputs,
         "domain": domain,
         "timings": timings,
+        "not_reproducible": not_reproducible(recipe),
     }
+
+
+def not_reproducible(recipe: Recipe) -> list[str]:
+    """What differs between two builds of the same recipe and pinned base, so that nobody expects
+    the image digests to match: the inputs (recipe, base, host files) have equal digests."""
+    notes = ["built time and timings",
+             "image digest: filesystem timestamps, journal and package-manager state written during the build"]
+    if recipe.domain is not None:
+        notes.append("domain UUID and generated MAC addresses")
+    for step in recipe.steps:
+        if not stages.cacheable(step.arg):
+            notes.append(f"{step.describe()} (a new password every build)")
+    if any(step.op in ("install", "update", "run", "run_command", "firstboot_install") for step in recipe.steps):
+        notes.append("package installs and commands: whatever the mirror or the command gives at build time")
+    return notes
 
 
 def write(document: dict[str, Any], path: Path) -> None:

@@ -104,16 +104,16 @@ def _env_passwords(value: Any) -> list[str]:
     return []
 
 
-def _cacheable(value: Any) -> bool:
+def cacheable(value: Any) -> bool:
     """False for arguments whose result differs on every run (a random password): never from the cache."""
     if isinstance(value, PasswordSpec):
         return value.kind != "random"
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return all(_cacheable(getattr(value, f.name)) for f in dataclasses.fields(value))
+        return all(cacheable(getattr(value, f.name)) for f in dataclasses.fields(value))
     if isinstance(value, dict):
-        return all(_cacheable(v) for v in value.values())
+        return all(cacheable(v) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return all(_cacheable(v) for v in value)
+        return all(cacheable(v) for v in value)
     return True
 
 
@@ -139,6 +139,6 @@ def plan(recipe: Recipe, base_digest: str, secret: bytes) -> list[Stage]:
     add("base", {"kind": recipe.base.kind, "digest": base_digest})
     add("prepare", {"format": recipe.disk.format, "size": recipe.disk.size})
     for number, step in enumerate(recipe.steps, 1):
-        add(f"step {number} ({step.op})", _step_inputs(step, secret), _checkpoint(step), _cacheable(step.arg))
+        add(f"step {number} ({step.op})", _step_inputs(step, secret), _checkpoint(step), cacheable(step.arg))
     add("sysprep", list(recipe.sysprep))
     return stages
