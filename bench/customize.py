@@ -5,8 +5,8 @@ libguestfs appliance each, nothing cached but the appliance itself and the base 
 cache, which both get), under the same accelerator (TCG unless --accel kvm):
 
 * imagebuilder: `imagebuilder convert bench/customize.cmds --base BASE`, then
-  `imagebuilder build RECIPE -o OUT.qcow2` (prepare = qemu-img convert of the base, customize,
-  manifest; sysprep is off in a converted recipe, as virt-customize does none);
+  `imagebuilder build RECIPE -o OUT.qcow2 --no-cache` (prepare = qemu-img convert of the base,
+  customize, manifest; sysprep is off in a converted recipe, as virt-customize does none);
 * virt-customize: `cp BASE OUT.qcow2`, then `virt-customize -a OUT.qcow2 --commands-from-file
   bench/customize.cmds` (with LIBGUESTFS_BACKEND_SETTINGS=force_tcg under TCG).
 
@@ -94,7 +94,7 @@ def main() -> None:
             out.unlink(missing_ok=True)
             ours.append(timed([python, "-m", "imagebuilder.cli", "build", "bench.toml", "-o", str(out),
                                "--cache-dir", str(work / "cache"), "--manifest", str(work / "bench.manifest.json"),
-                               "--force"], work, env))
+                               "--force", "--no-cache"], work, env))
             out.unlink()
 
             copy = work / "vc.qcow2"

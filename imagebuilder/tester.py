@@ -28,6 +28,8 @@ from imagebuilder.virt.spec import serial_log_path
 from imagebuilder.virt.wait import agent_exec, wait_for_agent
 
 BOOT_TIMEOUT = 600
+# The agent answers early in boot; services a check asks about may still be starting.
+SETTLE = "command -v systemctl >/dev/null && systemctl is-system-running --wait >/dev/null; exit 0"
 
 
 def built_image(recipe: Recipe, image: Path | None) -> Path:
@@ -120,7 +122,9 @@ def _booted(recipe: Recipe, image: Path, fmt: str, accel: str, uri: str, checks:
                 dom = conn.createXML(domain_xml(_throwaway_spec(recipe, name, pool.name(), accel, serial_log)), 0)
                 try:
                     wait_for_agent(dom, recipe.domain.timeout if recipe.domain else BOOT_TIMEOUT, serial_log)
-                    reporter.info("guest agent answered; running command checks")
+                    reporter.info("guest agent answered; waiting for the boot to finish")
+                    agent_exec(dom, ["/bin/sh", "-c", SETTLE], timeout=BOOT_TIMEOUT)
+                    reporter.info("running command checks")
                     for check in checks:
                         report.outcomes.append(_command_check(dom, check))
                 finally:

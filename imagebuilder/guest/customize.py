@@ -37,8 +37,8 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
         if recipe.sysprep:
             reporter.info(f"sysprep: {', '.join(recipe.sysprep)}")
             sysprep.apply(ctx, list(recipe.sysprep))
-        if ctx.state.get("selinux_relabel"):
-            selinux_relabel(ctx)
+        if ctx.state.get("selinux_relabel") or any(step.op == "selinux_relabel" for step in recipe.steps):
+            selinux_relabel(ctx)  # (the step may have run in an earlier launch, before a checkpoint)
         g.umount_all()
     return facts
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -36,7 +37,8 @@ def guest_run(dom, *argv: str) -> str:
 def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
     name = unique("demo")
     text = (ROOT / "recipes" / "demo.toml").read_text()
-    text = text.replace('name = "demo"', f'name = "{name}"').replace('volume = "demo.qcow2"', f'volume = "{name}.qcow2"')
+    text = re.sub(r'^name = "demo"$', f'name = "{name}"', text, flags=re.MULTILINE)
+    text = text.replace('volume = "demo.qcow2"', f'volume = "{name}.qcow2"')
     recipe_file = tmp_path / "demo.toml"
     recipe_file.write_text(text)
     expected = {step.op: step.arg for step in recipe_module.load(recipe_file).steps}

@@ -138,7 +138,7 @@ def test_converted_commands_file_gives_the_same_guest_as_virt_customize(project,
     assert converted.returncode == 0, converted.stderr
     (project / "web.toml").write_text(converted.stdout)
     ours = project / "ours.qcow2"
-    built = run_cli("build", "web.toml", "-o", str(ours), "--cache-dir", str(cache_dir), cwd=project)
+    built = run_cli("build", "web.toml", "-o", str(ours), "--cache-dir", str(cache_dir), "--no-cache", cwd=project)
     assert built.returncode == 0, built.stderr[-4000:]
 
     # virt-customize: the same file, on a copy of the same base, same accelerator
