@@ -33,19 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseimage import newest_test_base
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ROOT / "bench" / "customize.cmds"
 FILES = {
     "motd": "Built for the customize benchmark.\n",
     "id.pub": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv0kSLb2nAI6Fr6YQz6UZa0fTwJzYFhS2Z8PHa2Al9k bench@imagebuilder\n",
 }
-
-
-def newest_test_base() -> Path:
-    candidates = sorted(Path("/var/tmp/imagebuilder-tests").glob("base-*.qcow2"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        sys.exit("no base image: pass --base, or run the integration tests once to make one")
-    return candidates[-1]
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseimage import newest_test_base
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -34,13 +36,6 @@ enabled = false
 """
 
 
-def default_image() -> Path:
-    found = sorted(Path("/var/tmp/imagebuilder-tests").glob("base-*.qcow2"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        sys.exit("no base image: run the integration tests once, or pass --image")
-    return found[-1]
-
-
 def build(recipe: Path, cache: Path) -> float:
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "imagebuilder.cli", "build", str(recipe), "--force",
@@ -51,7 +46,7 @@ def build(recipe: Path, cache: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=None)
-    image = parser.parse_args().image or default_image()
+    image = parser.parse_args().image or newest_test_base()
     digest = file_digest(image).split(":", 1)[1]
     with tempfile.TemporaryDirectory(prefix="bench-fetch-") as scratch, FileServer(image.parent) as server:
         work = Path(scratch)

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseimage import newest_test_base
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = """[image]
@@ -33,13 +35,6 @@ path = "out/bench.qcow2"
 """
 
 
-def default_image() -> Path:
-    found = sorted(Path("/var/tmp/imagebuilder-tests").glob("base-*.qcow2"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        sys.exit("no base image: run the integration tests once, or pass --image")
-    return found[-1]
-
-
 def timed_build(recipe: Path, cache: Path) -> float:
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "imagebuilder.cli", "build", str(recipe), "--cache-dir", str(cache)],
@@ -52,7 +47,7 @@ def timed_build(recipe: Path, cache: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=None)
-    image = (parser.parse_args().image or default_image()).resolve()
+    image = (parser.parse_args().image or newest_test_base()).resolve()
     with tempfile.TemporaryDirectory(prefix="bench-rebuild-") as scratch:
         work = Path(scratch)
         recipe, cache = work / "recipe.toml", work / "cache"
