@@ -240,6 +240,9 @@ class _Build:
         """Make the image visible under its final names: uploads to the hosts that need them (all
         at once), the file, then the main volume by a rename in its pool."""
         fmt, force = self.recipe.disk.format, self.force
+        if self.recipe.disk.compress:
+            self.reporter.info("compressing the image (qcow2 compressed clusters)")
+            disk.compress(work)
         digest = manifest.file_digest(work)
         self.outputs += libvirt_hosts.upload_all(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
         if self.file_out:

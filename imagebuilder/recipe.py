@@ -77,6 +77,7 @@ class Disk:
 
     format: str = "qcow2"
     size: int | None = None
+    compress: bool = False
 
 
 @dataclass(frozen=True)
@@ -557,7 +558,10 @@ def _disk(table: _Table | None) -> Disk:
     if table is None:
         return Disk()
     disk = Disk(format=table.choice("format", FORMATS, "qcow2"),
-                size=table.convert("size", (str, int), units.parse_size))
+                size=table.convert("size", (str, int), units.parse_size),
+                compress=table.get("compress", bool, False))
+    if disk.compress and disk.format != "qcow2":
+        raise table.error("compress", "only qcow2 images can be compressed")
     table.finish()
     return disk
 

@@ -140,5 +140,5 @@ def plan(recipe: Recipe, base_digest: str, secret: bytes) -> list[Stage]:
     add("prepare", {"format": recipe.disk.format, "size": recipe.disk.size})
     for number, step in enumerate(recipe.steps, 1):
         add(f"step {number} ({step.op})", _step_inputs(step, secret), _checkpoint(step), cacheable(step.arg))
-    add("sysprep", list(recipe.sysprep))
+    add("sysprep", {"operations": list(recipe.sysprep), "compress": recipe.disk.compress})
     return stages

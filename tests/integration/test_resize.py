@@ -86,3 +86,19 @@ def test_shrinking_is_refused_before_any_launch(lvm_image, tmp_path, cache_dir, 
     assert list((tmp_path / "out").glob(".*")) == []
     errors = [json.loads(line) for line in proc.stdout.splitlines() if '"error"' in line]
     assert errors and errors[-1]["exit_code"] == 1
+
+
+def test_qcow2_compression_shrinks_the_file_and_keeps_the_content(tmp_path):
+    from imagebuilder import disk
+    from imagebuilder.run import run
+    raw = tmp_path / "data.raw"
+    with open(raw, "wb") as handle:
+        handle.truncate(64 << 20)
+        handle.write(b"compressible text " * (2 << 20))
+    image = tmp_path / "data.qcow2"
+    run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(image)])
+    before = image.stat().st_size
+    disk.compress(image)
+    assert image.stat().st_size < before / 4
+    run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw), str(image)])
+    assert list(tmp_path.glob("*.packed")) == []

@@ -120,3 +120,9 @@ def test_invalid_toml_reports_its_line(tmp_path):
 def test_inline_secret_is_not_in_descriptions(tmp_path):
     loaded = recipe.load(write(tmp_path, MINIMAL + '[[steps]]\nroot_password = "password:hunter2"\n'))
     assert "hunter2" not in loaded.steps[0].describe()
+
+
+def test_compression_is_for_qcow2_only(tmp_path):
+    assert recipe.load(write(tmp_path, MINIMAL + '[disk]\ncompress = true\n')).disk.compress
+    err = error_of(tmp_path, MINIMAL + '[disk]\nformat = "raw"\ncompress = true\n')
+    assert err.key == "disk.compress" and err.line == 6
