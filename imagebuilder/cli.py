@@ -99,6 +99,8 @@ def build(
         typer.echo("no change" if if_changed else f"{loaded.name} is up to date")
     else:
         typer.echo(f"built {loaded.name} in {sum(result.manifest['timings'].values()):.0f}s")
+    if loaded.machines and not json_output:
+        typer.echo(f"the golden image of {len(loaded.machines)} machines: `imagebuilder up {path}` makes them")
     if run_tests:
         _test(loaded, output, None, None, accel, json_output)
     if if_changed and not result.up_to_date:
@@ -585,10 +587,13 @@ def up(
         return
     for name, problems in result.drift.items():
         typer.echo(f"{name}: differs from the recipe: {'; '.join(problems)}")
+    replaced = [name for name in result.seeds if name not in result.created]
     parts = [f"created {', '.join(result.created)}" if result.created else "",
              f"started {', '.join(result.started)}" if result.started else "",
-             f"unchanged {', '.join(result.unchanged)}" if result.unchanged else ""]
-    typer.echo("; ".join(p for p in parts if p) or "nothing to do")
+             f"new cloud-init seed for {', '.join(replaced)}" if replaced else "",
+             f"unchanged {', '.join(result.unchanged)}" if result.unchanged else "",
+             f"drift in {', '.join(result.drift)} (left as it is)" if result.drift else ""]
+    typer.echo("; ".join(p for p in parts if p))
 
 
 @app.command()
