@@ -121,11 +121,22 @@ def _ssh_hostkeys(ctx: GuestContext) -> None:
 
 
 def _lvm_uuids(ctx: GuestContext) -> None:
+    """LVM refuses new UUIDs while its volumes are active: unmount, deactivate, change, then
+    reactivate and mount the guest's filesystems again (virt-sysprep does this unmounted)."""
     g = ctx.g
-    if g.pvs():
+    if not g.pvs():
+        return
+    mounts = g.inspect_get_mountpoints(ctx.os["root"]) if ctx.os.get("root") else {}
+    g.umount_all()
+    g.vg_activate_all(False)
+    try:
         g.pvchange_uuid_all()
-    if g.vgs():
-        g.vgchange_uuid_all()
+        if g.vgs():
+            g.vgchange_uuid_all()
+    finally:
+        g.vg_activate_all(True)
+        for mountpoint in sorted(mounts, key=len):
+            g.mount(mounts[mountpoint], mountpoint)
 
 
 def _fs_uuids(ctx: GuestContext) -> None:

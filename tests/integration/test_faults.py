@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -358,10 +357,12 @@ def test_output_directory_full(tmp_path, sandbox, images, server):
     next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
 
 
-def test_pool_full(tmp_path, sandbox, images, server, conn):
+def test_pool_full(request, tmp_path, sandbox, images, server, conn):
     env, _ = sandbox
     cache = tmp_path / "cache"
-    with tmpfs(make_pool_dir("ibtest-fullpool-"), "4m") as pool_dir:
+    pool_dir = make_pool_dir("ibtest-fullpool-")
+    request.addfinalizer(lambda: shutil.rmtree(pool_dir, ignore_errors=True))
+    with tmpfs(pool_dir, "4m"):
         name = unique("fullpool")
         pool = create_dir_pool(conn, name, pool_dir)
         try:
@@ -378,7 +379,6 @@ def test_pool_full(tmp_path, sandbox, images, server, conn):
             assert list(pool_dir.iterdir()) == []
         finally:
             remove_pool(conn, name)
-    pool_dir.rmdir()
     next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
 
 
@@ -406,23 +406,25 @@ def test_libvirtd_gone_before_publish(monkeypatch, tmp_path, images):
     """The output host's libvirtd stops between pre-flight and publish (a loopback libvirtd of this
     test's own, never the system's): the build fails with libvirt's message and leaves nothing."""
     pool_dir = make_pool_dir("ibtest-gonepool-")
-    with LoopbackLibvirtd() as daemon:
-        with connect(daemon.uri) as remote:
-            create_dir_pool(remote, "ibtest-gone", pool_dir)
-        recipe = tmp_path / "gone.toml"
-        recipe.write_text(f'[image]\nname = "{unique("gone")}"\n[base]\npath = "{images["tiny"]}"\n'
-                          f'[output]\nuri = "{daemon.uri}"\npool = "ibtest-gone"\n')
-        watch = Watch([tmp_path, pool_dir], markers=[str(tmp_path), str(pool_dir), daemon.uri])
-        before = watch.state()
-        with pytest.raises(ImageBuilderError) as failure:
-            build_without_appliance(monkeypatch, recipe, on_customize=daemon.stop, cache_dir=tmp_path / "cache")
-    assert failure.value.exit_code == 1
-    assert str(failure.value).startswith(f"{daemon.uri}: ")
-    assert str(failure.value).endswith("(hint: the connection to libvirt was lost: is libvirtd still running "
-                                       "there? Then build again)")
-    watch.assert_nothing_left(before, fetched=True)
-    assert list(pool_dir.iterdir()) == []
-    shutil.rmtree(pool_dir)
+    try:
+        with LoopbackLibvirtd() as daemon:
+            with connect(daemon.uri) as remote:
+                create_dir_pool(remote, "ibtest-gone", pool_dir)
+            recipe = tmp_path / "gone.toml"
+            recipe.write_text(f'[image]\nname = "{unique("gone")}"\n[base]\npath = "{images["tiny"]}"\n'
+                              f'[output]\nuri = "{daemon.uri}"\npool = "ibtest-gone"\n')
+            watch = Watch([tmp_path, pool_dir], markers=[str(tmp_path), str(pool_dir), daemon.uri])
+            before = watch.state()
+            with pytest.raises(ImageBuilderError) as failure:
+                build_without_appliance(monkeypatch, recipe, on_customize=daemon.stop, cache_dir=tmp_path / "cache")
+        assert failure.value.exit_code == 1
+        assert str(failure.value).startswith(f"{daemon.uri}: ")
+        assert str(failure.value).endswith("(hint: the connection to libvirt was lost: is libvirtd still running "
+                                           "there? Then build again)")
+        watch.assert_nothing_left(before, fetched=True)
+        assert list(pool_dir.iterdir()) == []
+    finally:
+        shutil.rmtree(pool_dir)
 
 
 # --- the appliance --------------------------------------------------------------------------------

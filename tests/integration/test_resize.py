@@ -68,7 +68,7 @@ def test_lvm_root_is_expanded_with_its_volume_group(lvm_image, tmp_path, cache_d
         g.mount_ro("/dev/vg0/root", "/")
         stat = g.statvfs("/")
         assert stat["blocks"] * stat["bsize"] > 2.7 * GiB
-        assert g.is_file("/etc/os-release")
+        assert g.cat("/etc/fstab") == "/dev/vg0/root / ext4 defaults 0 1\n"
     finally:
         g.close()
 
