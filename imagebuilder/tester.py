@@ -54,7 +54,13 @@ def run_checks(recipe: Recipe, image: Path, accel: str, reporter: Reporter, uri:
     """Run every [[tests]] check of the recipe against image; the image is never modified."""
     if not recipe.tests:
         raise InputError(f"{recipe.file}: the recipe has no [[tests]] to run")
-    fmt, _ = disk.probe(image)
+    try:
+        fmt, _ = disk.probe(image)
+    except BuildError as exc:
+        if "lock" not in exc.message:
+            raise
+        raise BuildError(f"{image} is in use by a running virtual machine, so it cannot be tested now",
+                         hint="stop it first (imagebuilder vm stop NAME), or test a copy with --image") from None
     report = Report(recipe.name)
     offline = [c for c in recipe.tests if c.kind != "command"]
     booted = [c for c in recipe.tests if c.kind == "command"]
