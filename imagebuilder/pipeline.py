@@ -9,6 +9,7 @@ import json
 import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from imagebuilder.run import run
 from imagebuilder.sources import bootstrap, local, template, url
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.undo import Undo
-from imagebuilder.virt import connection, domain, storage
+from imagebuilder.virt import connection, domain, retention, storage
 from imagebuilder.virt import hosts as libvirt_hosts
 
 BOOTSTRAP_DEFAULT_SIZE = 4 << 30
@@ -85,6 +86,7 @@ class _Build:
         self.secret = stages.secret_for(self.cache.root)
         self.force = options.force
         self.stages: list[stages.Stage] = []
+        self.versions: list[dict[str, Any]] = []  # every version of a versioned volume name, oldest first
 
     def run(self) -> BuildResult:
         accel = accelerator.choose(self.options.accel)
@@ -96,9 +98,11 @@ class _Build:
         if current is not None:
             self.reporter.info(f"up to date: the outputs of the build recorded in {path} hold this result")
             return BuildResult(path, current, current.get("outputs", []), up_to_date=True)
-        if not self.force and self.replaces_own(rebuild.previous(path)):
+        earlier = rebuild.previous(path)
+        if not self.force and self.replaces_own(earlier):
             self.force = True
             self.reporter.info("replacing the outputs of this recipe's earlier build")
+        self.versions = list((earlier or {}).get("versions", []))
         with self.reporter.stage("preflight"):
             self.preflight(accel)
         with self.reporter.stage("fetch"):
@@ -116,9 +120,14 @@ class _Build:
         if self.recipe.domain and any(host.define for host in self.hosts):
             with self.reporter.stage("deploy"):
                 deployed = self.deploy(facts)
+        if self.recipe.output.keep and self.versions:
+            with self.reporter.stage("retention"):
+                retention.prune(self.versions, self.recipe.output.keep, self.template_of, self.reporter)
         document = manifest.make(self.recipe, base, accel, facts, self.outputs, deployed, self.reporter.timings)
         document["stages"] = [{"name": s.name, "key": s.key, "own": s.own} for s in self.stages]
         document["requested"] = self.requested()
+        if self.versions:
+            document["versions"] = self.versions
         manifest.write(document, path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
@@ -134,14 +143,14 @@ class _Build:
     def outputs_key(self) -> str:
         """Names every output this build writes: the file, each volume, the domain."""
         return json.dumps({"file": str(self.file_out.resolve()) if self.file_out else None,
-                           "volumes": sorted([h.uri, h.pool_name, h.volume] for h in self.hosts),
+                           "volumes": sorted([h.uri, h.pool_name, h.template or h.volume] for h in self.hosts),
                            "domain": [self.recipe.output.uri, self.recipe.domain.name] if self.recipe.domain
                            else None}, sort_keys=True)
 
     def requested(self) -> dict[str, Any]:
         """The outputs this build is asked for, to tell whether an earlier build made the same ones."""
         return {"file": str(self.file_out) if self.file_out else None,
-                "volumes": [[h.uri, h.pool_name, h.volume] for h in self.hosts],
+                "volumes": [[h.uri, h.pool_name, h.template or h.volume] for h in self.hosts],
                 "domain": self.recipe.domain.name if self.recipe.domain else None}
 
     def current(self, manifest_path: Path) -> dict[str, Any] | None:
@@ -244,6 +253,11 @@ class _Build:
             self.reporter.info("compressing the image (qcow2 compressed clusters)")
             disk.compress(work)
         digest = manifest.file_digest(work)
+        if any(host.template for host in self.hosts):
+            when = datetime.now(timezone.utc)
+            number = retention.choose_names(self.hosts, self.versions, digest, when)
+            self.versions.append(retention.record(self.hosts, number, digest, when))
+            self.reporter.info(f"version {number}: {', '.join(h.volume for h in self.hosts if h.template)}")
         self.outputs += libvirt_hosts.upload_all(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
         if self.file_out:
             self.file_out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +272,10 @@ class _Build:
             self.outputs.append({"type": "file", "path": str(self.file_out), "format": fmt, "digest": digest})
             self.reporter.info(f"image file: {self.file_out}")
         self.outputs += libvirt_hosts.adopt_main(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
+
+    def template_of(self, uri: str, pool: str) -> str | None:
+        """The volume name template this recipe now has for pool at uri (None: not an output)."""
+        return next((host.template for host in self.hosts if (host.uri, host.pool_name) == (uri, pool)), None)
 
     def place_file(self, finished: Path) -> None:
         """Rename the finished image to the output file; without --force never over a file that

@@ -50,6 +50,10 @@ def stamp(path: str | Path) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def _link(path: Path) -> str | None:
+    return os.readlink(path) if path.is_symlink() else None
+
+
 def previous(manifest_path: Path) -> dict[str, Any] | None:
     """The manifest an earlier build left at manifest_path, if any."""
     try:
@@ -74,6 +78,8 @@ def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: A
                 return f"{output['path']} changed or is gone"
         elif not volume_exists(output):
             return f"volume {output['pool']}/{output['volume']} is gone"
+        elif output.get("alias") and _link(Path(output["path"]).with_name(output["alias"])) != output["volume"]:
+            return f"the alias {output['pool']}/{output['alias']} no longer names {output['volume']}"
         elif output.get("stamp") and not earlier.get("domain") and stamp(output["path"]) != output["stamp"]:
             return f"volume {output['pool']}/{output['volume']} changed"
     if earlier.get("domain") and not domain_exists(earlier["domain"]):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from imagebuilder import tomlpos, units
+from imagebuilder import tomlpos, units, versions
 from imagebuilder.checks import Check
 from imagebuilder.errors import RecipeError
 from imagebuilder.guest import commands_file, ops, sysprep
@@ -128,9 +128,16 @@ class Output:
     libvirt: bool = True
     uri: str = "qemu:///system"
     pool: str = "default"
-    volume: str = ""
+    volume: str = ""  # may be a template such as "web-{date}-{n}.qcow2": a new version each build
     path: Path | None = None
     targets: tuple[Target, ...] = ()
+    alias: str | None = None  # with a template: the stable name that points at the newest version
+    keep: int | None = None  # with a template: how many versions to keep (None: all)
+
+    @property
+    def current(self) -> str:
+        """The volume that holds the newest image: the alias of versioned names, else the volume."""
+        return self.alias or self.volume
 
 
 @dataclass(frozen=True)
@@ -656,8 +663,9 @@ def _output(table: _Table | None, name: str, fmt: str, ctx: ArgContext) -> Outpu
         return Output(volume=f"{name}.{fmt}")
     path = table.get("path", str)
     libvirt_keys = [k for k in ("uri", "pool", "volume") if k in table.data]
-    volume = table.convert("volume", str, _check_volume, f"{name}.{fmt}")
+    volume = table.convert("volume", str, _check_volume_template, f"{name}.{fmt}")
     targets = tuple(_target(item, volume) for item in _tables(table, "targets"))
+    versioned = versions.is_template(volume)
     output = Output(
         libvirt=bool(libvirt_keys) or path is None,
         uri=table.convert("uri", str, _check_uri, "qemu:///system"),
@@ -665,7 +673,15 @@ def _output(table: _Table | None, name: str, fmt: str, ctx: ArgContext) -> Outpu
         volume=volume,
         path=table.convert("path", str, lambda raw: ctx.inside(raw, (ctx.base_dir / raw).resolve())),
         targets=targets,
+        alias=_alias(table, volume, f"{name}.{fmt}") if versioned else None,
+        keep=table.get("keep", int),
     )
+    for key in ("alias", "keep"):
+        if key in table.data and not versioned:
+            raise table.error(key, f"'{key}' is for versioned volume names: put a placeholder such as "
+                                   "{n} or {date} in output.volume")
+    if output.keep is not None and output.keep < 1:
+        raise table.error("keep", f"keep = {output.keep} would delete the version just built; give 1 or more")
     seen = {(output.uri, output.pool, output.volume)} if output.libvirt else set()
     for index, target in enumerate(targets):
         where = (target.uri, target.pool, target.volume)
@@ -673,9 +689,32 @@ def _output(table: _Table | None, name: str, fmt: str, ctx: ArgContext) -> Outpu
             raise table.loader.error(table.path + ("targets", index),
                                      f"volume {target.volume} in pool {target.pool} at {target.uri} "
                                      "is already an output")
+        if target.domain and versions.is_template(target.volume):
+            raise table.loader.error(table.path + ("targets", index, "domain"),
+                                     f"a domain there needs a stable volume name, and '{target.volume}' names a new "
+                                     "version each build (only the [output] host gets an alias); give this target "
+                                     "a volume without placeholders")
         seen.add(where)
     table.finish()
     return output
+
+
+def _alias(table: _Table, template: str, default: str) -> str:
+    """The stable name of a versioned output: output.alias, by default IMAGE.FORMAT."""
+    alias = table.convert("alias", str, _check_volume, default)
+    if versions.is_template(alias):
+        raise table.error("alias", f"the alias '{alias}' must be one fixed name, without placeholders")
+    if versions.matches(template, alias):
+        raise table.error("alias", f"the alias '{alias}' could also be the name of a version of '{template}'")
+    return alias
+
+
+def _check_volume_template(value: str) -> str:
+    """A volume name, or a template of one whose names are all valid volume names."""
+    _check_volume(value)
+    if versions.is_template(value):
+        _check_volume(versions.sample(value))
+    return value
 
 
 def _tables(table: _Table, key: str) -> list[_Table]:
@@ -692,7 +731,7 @@ def _target(table: _Table, volume: str) -> Target:
     if uri is None:
         raise table.error(None, "missing required key 'uri'")
     target = Target(uri=uri, pool=table.convert("pool", str, _check_name, "default"),
-                    volume=table.convert("volume", str, _check_volume, volume),
+                    volume=table.convert("volume", str, _check_volume_template, volume),
                     domain=table.get("domain", bool, False))
     table.finish()
     return target
@@ -887,6 +926,9 @@ def _fleet(top: _Table, loader: _Loader, domain: Domain | None, image: str, outp
     if not output.libvirt:
         raise loader.error(where, "the machines of a fleet are overlays of the golden volume: [output] needs a "
                                   "libvirt pool, not only a file")
+    if output.alias:
+        raise loader.error(("output", "volume"), "the machines of a fleet are overlays of one golden volume: "
+                                                 f"give it a fixed name, not the template '{output.volume}'")
     for index, target in enumerate(output.targets):
         if target.domain:
             raise loader.error(("output", "targets", index, "domain"),

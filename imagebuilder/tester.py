@@ -43,8 +43,9 @@ def built_image(recipe: Recipe, image: Path | None) -> Path:
     if recipe.output.libvirt:
         with connection.connect(recipe.output.uri) as conn:
             pool, _ = storage.ensure_pool(conn, recipe.output.pool)
-            if storage.volume_exists(pool, recipe.output.volume):
-                path = Path(pool.storageVolLookupByName(recipe.output.volume).path())
+            if storage.volume_exists(pool, recipe.output.current):
+                # an alias's version, not the alias: a build meanwhile moves the alias, not this image
+                path = Path(pool.storageVolLookupByName(recipe.output.current).path()).resolve()
                 if path.is_file():
                     return path
     raise InputError(f"{recipe.file}: no built image found (build it first, or pass --image)")

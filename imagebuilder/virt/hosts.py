@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagebuilder import versions
 from imagebuilder.errors import BuildError, ImageBuilderError
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.undo import Undo
-from imagebuilder.virt import capabilities, clone, connection, domain, network, storage, wait
+from imagebuilder.virt import capabilities, clone, connection, domain, network, retention, storage, wait
 from imagebuilder.virt.domainxml import DomainSpec, domain_xml, validate_xml
 from imagebuilder.virt.spec import domain_spec, format_size, serial_log_path
 
@@ -38,11 +39,18 @@ class Host:
     local_dir: Path | None = None  # set when the image can be written straight into the pool
     accel: str = "tcg"
     disk_formats: dict[tuple[str, str], str] = field(default_factory=dict)
+    template: str | None = None  # the volume name template; `volume` is its version's name once chosen
+    alias: str | None = None  # main host, versioned names: the stable name the domain's disk uses
 
     @property
     def label(self) -> str:
         """How messages name this destination."""
         return f"{self.pool_name}/{self.volume} at {self.uri}"
+
+    @property
+    def disk_volume(self) -> str:
+        """The volume the domain's disk names: the alias of versioned names, else the volume."""
+        return self.alias or self.volume
 
 
 # preflight
@@ -51,11 +59,16 @@ class Host:
 def plan_hosts(recipe: Recipe, libvirt_output: bool, targets: bool) -> list[Host]:
     """The destinations of the recipe, the main one first."""
     out = recipe.output
-    hosts = [Host(out.uri, out.pool, out.volume, define=recipe.domain is not None, main=True)] \
-        if libvirt_output else []
+    hosts = [Host(out.uri, out.pool, out.volume, define=recipe.domain is not None, main=True,
+                  template=_template(out.volume), alias=out.alias)] if libvirt_output else []
     if targets:
-        hosts += [Host(t.uri, t.pool, t.volume, define=t.domain, main=False) for t in out.targets]
+        hosts += [Host(t.uri, t.pool, t.volume, define=t.domain, main=False, template=_template(t.volume))
+                  for t in out.targets]
     return hosts
+
+
+def _template(volume: str) -> str | None:
+    return volume if versions.is_template(volume) else None
 
 
 def preflight(hosts: list[Host], recipe: Recipe, accel: str, force: bool, resources: ExitStack,
@@ -68,23 +81,34 @@ def preflight(hosts: list[Host], recipe: Recipe, accel: str, force: bool, resour
         host.pool, created = storage.ensure_pool(host.conn, host.pool_name)
         if created:
             reporter.info(f"created the storage pool '{host.pool_name}' at {host.uri}")
-        storage.check_volume_name(host.volume)
-        if storage.volume_exists(host.pool, host.volume) and not force:
-            raise BuildError(f"volume {host.volume} already exists in pool {host.pool_name} at {host.uri} "
-                             "(use --force to replace it)")
-        if storage.volume_exists(host.pool, host.volume):
-            # a golden image under clones: replacing it would change every clone's disk under it
-            users = clone.users(host.conn, host.pool.storageVolLookupByName(host.volume))
-            if users:
-                raise BuildError(f"volume {host.volume} in pool {host.pool_name} at {host.uri} is the backing store "
-                                 f"of {', '.join(users)}; not even --force replaces it (destroy those clones, or "
-                                 "build into another volume name)")
         local = connection.is_local(host.conn)
         if host.main:
             host.local_dir = storage.local_target_dir(host.conn, host.pool)
+        if host.alias:  # a symlink made by an earlier build is simply pointed at the new version
+            retention.check_alias(host.local_dir, host.alias, f"{host.pool_name} at {host.uri}", force)
+            if not (host.local_dir / host.alias).is_symlink():
+                _check_replaceable(host, host.alias, force)
+        elif not host.template:
+            _check_replaceable(host, host.volume, force)
         host.accel = accel if local else capabilities.host_accel(host.conn)
         if host.define and recipe.domain:
             _check_domain_host(host, recipe, force, reporter)
+
+
+def _check_replaceable(host: Host, name: str, force: bool) -> None:
+    """A volume this build would replace: only with --force, and never a golden image under clones
+    (replacing it would change every clone's disk under it)."""
+    storage.check_volume_name(name)
+    if not storage.volume_exists(host.pool, name):
+        return
+    if not force:
+        raise BuildError(f"volume {name} already exists in pool {host.pool_name} at {host.uri} "
+                         "(use --force to replace it)")
+    users = clone.users(host.conn, host.pool.storageVolLookupByName(name))
+    if users:
+        raise BuildError(f"volume {name} in pool {host.pool_name} at {host.uri} is the backing store "
+                         f"of {', '.join(users)}; not even --force replaces it (destroy those clones, or "
+                         "build into another volume name)")
 
 
 def _check_domain_host(host: Host, recipe: Recipe, force: bool, reporter: Reporter) -> None:
@@ -108,9 +132,9 @@ def _check_domain_host(host: Host, recipe: Recipe, force: bool, reporter: Report
         elif exists and not force:
             raise BuildError(f"volume {data.volume} (a new data disk) already exists in pool {pool_name} at "
                              f"{host.uri} (use --force to replace it)")
-        if data.size is not None and (pool_name, data.volume) == (host.pool_name, host.volume):
+        if data.size is not None and (pool_name, data.volume) == (host.pool_name, host.disk_volume):
             raise BuildError(f"data disk volume {data.volume} is the image volume itself")
-    capabilities.check(host.conn, domain_spec(recipe, host.pool_name, host.volume, host.accel,
+    capabilities.check(host.conn, domain_spec(recipe, host.pool_name, host.disk_volume, host.accel,
                                               disk_formats=host.disk_formats))
 
 
@@ -130,7 +154,8 @@ def upload_all(hosts: list[Host], work: Path, fmt: str, digest: str, force: bool
     def one(host: Host) -> dict[str, Any]:
         transfer = reporter.transfer(f"upload to {host.label}", allocated)
         started = time.monotonic()
-        vol = storage.upload_file(host.conn, host.pool, host.volume, work, fmt, force, transfer, cancel)
+        vol = storage.upload_file(host.conn, host.pool, host.volume, work, fmt, force and not host.template,
+                                  transfer, cancel)
         transfer.finish()
         return {"type": "volume", "uri": host.uri, "pool": host.pool_name, "volume": host.volume,
                 "path": vol.path(), "format": fmt, "digest": digest, "method": "sparse upload",
@@ -171,15 +196,21 @@ def _created_volume(host: Host, undo: Undo) -> None:
 
 def adopt_main(hosts: list[Host], work: Path, fmt: str, digest: str, force: bool, undo: Undo,
                reporter: Reporter) -> list[dict[str, Any]]:
-    """Make the image, already in the main host's pool directory, its volume by a rename."""
+    """Make the image, already in the main host's pool directory, its volume by a rename; then
+    point the alias of a versioned name at it."""
     main = next((host for host in hosts if host.main and host.local_dir is not None), None)
     if main is None:
         return []
-    vol = storage.adopt_file(main.pool, work, main.volume, force)
+    vol = storage.adopt_file(main.pool, work, main.volume, force and not main.template)  # a version: never over one
     _created_volume(main, undo)
     reporter.info(f"volume: {main.label} ({vol.path()}, written in place)")
-    return [{"type": "volume", "uri": main.uri, "pool": main.pool_name, "volume": main.volume,
-             "path": vol.path(), "format": fmt, "digest": digest, "method": "in place"}]
+    output = {"type": "volume", "uri": main.uri, "pool": main.pool_name, "volume": main.volume,
+              "path": vol.path(), "format": fmt, "digest": digest, "method": "in place"}
+    if main.alias:
+        retention.point_alias(main.pool, main.local_dir, main.alias, main.volume, undo)
+        reporter.info(f"alias: {main.pool_name}/{main.alias} -> {main.volume}")
+        output["alias"] = main.alias
+    return [output]
 
 
 # deploy
@@ -235,7 +266,7 @@ def _define(host: Host, recipe: Recipe, facts: dict[str, str], force: bool, undo
     if force and domain.domain_exists(conn, spec.name):
         domain.remove_domain(conn, spec.name)
         reporter.info(f"removed the existing domain {spec.name} at {host.uri} (--force)")
-    dspec = domain_spec(recipe, host.pool_name, host.volume, host.accel, facts, serial_log_path(spec.name),
+    dspec = domain_spec(recipe, host.pool_name, host.disk_volume, host.accel, facts, serial_log_path(spec.name),
                         host.disk_formats, reporter if host.main else None)
     xml = domain_xml(dspec)
     validate_xml(xml)

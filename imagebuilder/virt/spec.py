@@ -74,7 +74,7 @@ def recipe_xml(recipe: Recipe, accel: str) -> str:
     if recipe.domain is None:
         raise InputError(f"{recipe.file}: the recipe has no [domain] section, so there is no domain XML")
     out = recipe.output
-    pool, volume = out.pool, out.volume
+    pool, volume = out.pool, out.current
     if not out.libvirt:
         target = next(t for t in out.targets if t.domain)
         pool, volume = target.pool, target.volume

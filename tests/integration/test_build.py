@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -38,7 +39,7 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
     name = unique("demo")
     text = (ROOT / "recipes" / "demo.toml").read_text()
     text = re.sub(r'^name = "demo"$', f'name = "{name}"', text, flags=re.MULTILINE)
-    text = text.replace('volume = "demo.qcow2"', f'volume = "{name}.qcow2"')
+    text = text.replace('volume = "demo-{date}-{n}.qcow2"', f'volume = "{name}-{{date}}-{{n}}.qcow2"')
     recipe_file = tmp_path / "demo.toml"
     recipe_file.write_text(text)
     expected = {step.op: step.arg for step in recipe_module.load(recipe_file).steps}
@@ -60,7 +61,9 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         assert len(machine_id) == 32
         document = json.loads(manifest_file.read_text())
         volume = document["outputs"][0]
-        assert volume["volume"] == f"{name}.qcow2"
+        assert re.fullmatch(rf"{name}-\d{{8}}-1\.qcow2", volume["volume"]) and volume["alias"] == f"{name}.qcow2"
+        assert os.readlink(Path(volume["path"]).with_name(f"{name}.qcow2")) == volume["volume"], \
+            "the domain booted from the alias of version 1"
         assert volume["digest"].startswith("sha256:")
         assert set(document["timings"]) >= {"fetch", "prepare", "customize", "publish", "deploy"}
         assert document["base"]["kind"] == "rootfs"
@@ -86,7 +89,8 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
     finally:
         remove_domain(conn, name)
         pool.refresh(0)
-        delete_volume(pool, f"{name}.qcow2")
+        for made in [v for v in pool.listVolumes() if v.startswith(f"{name}")]:
+            delete_volume(pool, made)
 
 
 @pytest.fixture

@@ -1,0 +1,76 @@
+"""Versioned output names: a volume name template such as "web-{date}-{n}.qcow2", the history of
+the versions a recipe's builds made (kept in its manifest), and which of them retention removes.
+
+Pure functions on names and records; making the alias and deleting volumes is virt/retention.py.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from datetime import datetime
+from typing import Any
+
+PLACEHOLDERS = {
+    "date": "the build's UTC date, YYYYMMDD",
+    "time": "the build's UTC time, HHMMSS",
+    "digest": "the first 12 hex digits of the image's sha256",
+    "n": "the build number: one more than the highest this recipe has made",
+}
+_PATTERNS = {"date": r"\d{8}", "time": r"\d{6}", "digest": r"[0-9a-f]{12}", "n": r"\d+"}
+
+
+def fields(template: str) -> list[str]:
+    """The placeholders in template, in order. ValueError for an unknown one or a stray brace."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        raise ValueError(f"'{template}' has an unmatched brace; placeholders are written like {{date}}") from None
+    found = []
+    for _text, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in PLACEHOLDERS or spec or conversion:
+            known = ", ".join(f"{{{key}}}" for key in PLACEHOLDERS)
+            raise ValueError(f"unknown placeholder {{{name}}} in '{template}'; the known ones are {known}")
+        found.append(name)
+    return found
+
+
+def is_template(name: str) -> bool:
+    """Whether a volume name has placeholders (then each build makes a new version)."""
+    return bool(fields(name))
+
+
+def render(template: str, when: datetime, digest: str, number: int) -> str:
+    """The name of one version: template with when (UTC), the image digest and the build number."""
+    short = digest.split(":", 1)[-1][:12]
+    return template.format(date=when.strftime("%Y%m%d"), time=when.strftime("%H%M%S"), digest=short, n=number)
+
+
+def sample(template: str) -> str:
+    """A name the template could give, to check it makes a valid volume name before any build."""
+    return render(template, datetime(2000, 1, 1), "sha256:" + "0" * 64, 1)
+
+
+def matches(template: str, name: str) -> bool:
+    """Whether name is one the template gives."""
+    pattern = "".join(re.escape(text) + (f"(?:{_PATTERNS[field]})" if field else "")
+                      for text, field, _spec, _conv in string.Formatter().parse(template))
+    return re.fullmatch(pattern, name) is not None
+
+
+def next_number(history: list[dict[str, Any]]) -> int:
+    """The build number of the next version: one more than any recorded."""
+    return max((entry.get("n", 0) for entry in history), default=0) + 1
+
+
+def present(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recorded versions not deleted yet, oldest first."""
+    return [entry for entry in history if entry.get("state") != "deleted"]
+
+
+def beyond_keep(history: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
+    """The versions retention removes: all present ones but the newest `keep`."""
+    alive = present(history)
+    return alive[:max(len(alive) - keep, 0)]

@@ -1,0 +1,98 @@
+"""Versioned volumes (real builds into a throwaway pool): each build makes a new version, the alias
+names the newest and the domain's disk uses it, and versions beyond `keep` are deleted, except
+ones this tool did not make or something still uses."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from imagebuilder.virt import clone
+from imagebuilder.virt.domain import remove_domain
+from tests.integration.conftest import run_cli
+from tests.integration.helpers import unique
+
+pytestmark = pytest.mark.integration
+
+RECIPE = """
+[image]
+name = "{name}"
+
+[base]
+path = "{base}"
+
+[[steps]]
+write = "/etc/image-version:{version}"
+
+[output]
+pool = "{pool}"
+volume = "{name}-{{date}}-{{n}}.qcow2"
+keep = 1
+
+[domain]
+memory = "256M"
+start = false
+"""
+
+
+def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool_dir, launch_counter):
+    env, launches = launch_counter
+    env = {**env, "XDG_STATE_HOME": str(tmp_path / "state")}
+    name = unique("ver")
+    recipe = tmp_path / "ver.toml"
+    manifest = tmp_path / "state" / "imagebuilder" / "manifests" / pool.name() / f"{name}.manifest.json"
+    stranger = f"{name}-20000101-99.qcow2"  # fits the template, but no build of this recipe made it
+    (pool_dir / stranger).write_bytes(b"someone else's")
+
+    def build(version: str):
+        recipe.write_text(RECIPE.format(name=name, base=base_image, pool=pool.name(), version=version))
+        proc = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    def volumes():
+        pool.refresh(0)
+        return sorted(v for v in pool.listVolumes() if v.startswith(name))
+
+    def version_name(n: int) -> str:
+        return next(v for v in volumes() if re.fullmatch(rf"{name}-\d{{8}}-{n}\.qcow2", v))
+
+    try:
+        build("one")
+        first = version_name(1)
+        assert os.readlink(pool_dir / f"{name}.qcow2") == first
+        disk = ET.fromstring(conn.lookupByName(name).XMLDesc(0)).find("devices/disk/source")
+        assert (disk.get("pool"), disk.get("volume")) == (pool.name(), f"{name}.qcow2"), "the domain uses the alias"
+
+        # a clone of version 1 made outside the build: retention must leave version 1 alone
+        overlay = clone.create_overlay(pool, f"{name}-clone.qcow2", pool.storageVolLookupByName(first))
+        build("two")
+        second = version_name(2)
+        build("three")
+        third = version_name(3)
+        assert volumes() == sorted([first, third, stranger, f"{name}.qcow2", f"{name}-clone.qcow2"]), \
+            "version 2 is beyond keep = 1 and deleted; 1 is kept for its clone; the stranger is never touched"
+        assert second not in volumes()
+        assert os.readlink(pool_dir / f"{name}.qcow2") == third
+        history = {entry["n"]: entry for entry in json.loads(manifest.read_text())["versions"]}
+        assert (history[1]["state"], history[2]["state"], history[3]["state"]) == ("present", "deleted", "present")
+        assert f"{first} is used by {pool.name()}/{name}-clone.qcow2" in history[1]["kept_because"]
+
+        overlay.delete(0)
+        again = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)
+        assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr[-3000:]
+        assert volumes() == sorted([first, third, stranger, f"{name}.qcow2"]), "up to date: no version made or deleted"
+
+        build("four")
+        fourth = version_name(4)
+        assert volumes() == sorted([fourth, stranger, f"{name}.qcow2"]), "its clone gone, version 1 goes too"
+        history = json.loads(manifest.read_text())["versions"]
+        assert [(e["n"], e["state"]) for e in history] == [(1, "deleted"), (2, "deleted"), (3, "deleted"),
+                                                            (4, "present")]
+        assert launches() == 4, "one appliance launch per build that made a version"
+    finally:
+        remove_domain(conn, name)
