@@ -4,28 +4,19 @@ ISO), the seed CD-ROM in the domain XML, clone names and --customize steps."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from functools import partial
 
 import pytest
 import yaml
 
-from imagebuilder import cloudinit, fleet, recipe
-from imagebuilder.errors import InputError, RecipeError
+from imagebuilder import cloudinit, fleet
+from imagebuilder.errors import InputError
 from imagebuilder.virt.clone import overlay_xml
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml, validate_xml
+from tests.unit import recipes
 
-MINIMAL = '[image]\nname = "golden"\n[base.bootstrap]\n'
-
-
-def load(tmp_path, text: str) -> recipe.Recipe:
-    path = tmp_path / "recipe.toml"
-    path.write_text(MINIMAL + text)
-    return recipe.load(path)
-
-
-def error_of(tmp_path, text: str) -> RecipeError:
-    with pytest.raises(RecipeError) as info:
-        load(tmp_path, text)
-    return info.value
+load = partial(recipes.load, name="golden")
+error_of = partial(recipes.error_of, name="golden")
 
 
 # the recipe

@@ -6,16 +6,8 @@ import hashlib
 
 import pytest
 
-from imagebuilder import recipe
 from imagebuilder.errors import RecipeError
-
-MINIMAL = '[image]\nname = "web"\n[base.bootstrap]\n'
-
-
-def load(tmp_path, text):
-    path = tmp_path / "web.toml"
-    path.write_text(MINIMAL + text)
-    return recipe.load(path)
+from tests.unit.recipes import error_of, load, write
 
 
 def test_steps_record_host_file_digests_but_not_secrets(tmp_path):
@@ -38,11 +30,10 @@ def test_network_only_when_a_step_needs_it_unless_the_recipe_says(tmp_path):
 
 
 def test_one_password_per_user(tmp_path):
-    with pytest.raises(RecipeError) as info:
-        load(tmp_path, '[[steps]]\nroot_password = "password:a"\n[[steps]]\nhostname = "x"\n'
-                       '[[steps]]\npassword = { user = "root", password = "b" }\n')
-    assert info.value.line == 9 and "already set by the step at" in info.value.problem
-    assert f"{tmp_path / 'web.toml'}:5" in info.value.problem
+    error = error_of(tmp_path, '[[steps]]\nroot_password = "password:a"\n[[steps]]\nhostname = "x"\n'
+                               '[[steps]]\npassword = { user = "root", password = "b" }\n')
+    assert error.line == 9 and "already set by the step at" in error.problem
+    assert f"{tmp_path / 'recipe.toml'}:5" in error.problem
 
 
 def test_password_tables(tmp_path):
@@ -65,10 +56,10 @@ def test_a_missing_host_file_stops_the_build_before_any_download(tmp_path):
 
     from imagebuilder.cli import app
 
-    path = tmp_path / "web.toml"
-    path.write_text('[image]\nname = "web"\n[base]\nurl = "http://127.0.0.1:9/never-fetched.qcow2"\nchecksum = "none"\n'
-                    '[[steps]]\nhostname = "a"\n[[steps]]\nupload = "files/missing.conf:/etc/app.conf"\n')
+    path = write(tmp_path, '[image]\nname = "web"\n[base]\nurl = "http://127.0.0.1:9/never-fetched.qcow2"\n'
+                           'checksum = "none"\n[[steps]]\nhostname = "a"\n'
+                           '[[steps]]\nupload = "files/missing.conf:/etc/app.conf"\n')
     result = CliRunner().invoke(app, ["build", str(path), "-o", str(tmp_path / "out.qcow2")])
     assert result.exit_code == 2
     assert f"{path}:9: key 'steps[1].upload': host file 'files/missing.conf' does not exist" in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.toml"]

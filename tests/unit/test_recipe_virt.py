@@ -10,25 +10,13 @@ from typer.testing import CliRunner
 
 from imagebuilder import recipe
 from imagebuilder.cli import app
-from imagebuilder.errors import InputError, RecipeError
+from imagebuilder.errors import InputError
 from imagebuilder.virt import osinfo
 from imagebuilder.virt.domainxml import OSINFO_NS
 from imagebuilder.virt.spec import domain_spec, recipe_xml
+from tests.unit.recipes import MINIMAL, error_of, load, write
 
-MINIMAL = '[image]\nname = "web"\n[base.bootstrap]\n'
 runner = CliRunner()
-
-
-def load(tmp_path, text: str) -> recipe.Recipe:
-    path = tmp_path / "recipe.toml"
-    path.write_text(MINIMAL + text)
-    return recipe.load(path)
-
-
-def error_of(tmp_path, text: str) -> RecipeError:
-    with pytest.raises(RecipeError) as info:
-        load(tmp_path, text)
-    return info.value
 
 
 # [output]
@@ -278,8 +266,7 @@ pool = "other"
 
 
 def test_xml_command_prints_valid_xml(tmp_path):
-    path = tmp_path / "recipe.toml"
-    path.write_text(MINIMAL + '[domain]\nmemory = "2G"\nosinfo = "debian12"\ngraphics = "vnc"\n')
+    path = write(tmp_path, MINIMAL + '[domain]\nmemory = "2G"\nosinfo = "debian12"\ngraphics = "vnc"\n')
     result = runner.invoke(app, ["xml", str(path), "--accel", "tcg"])
     assert result.exit_code == 0, result.output
     root = ET.fromstring(result.stdout)
@@ -299,8 +286,7 @@ def test_xml_for_a_target_only_recipe(tmp_path):
 
 
 def test_xml_command_without_domain_exits_2(tmp_path):
-    path = tmp_path / "recipe.toml"
-    path.write_text(MINIMAL)
+    path = write(tmp_path, MINIMAL)
     result = runner.invoke(app, ["xml", str(path), "--accel", "tcg"])
     assert result.exit_code == 2
     assert "no [domain] section" in result.output

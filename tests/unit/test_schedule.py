@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from imagebuilder import schedule
+from imagebuilder import __version__, schedule
 from imagebuilder.errors import InputError
 from imagebuilder.schedule import Schedule
 
@@ -189,3 +190,9 @@ def test_command_falls_back_to_python_dash_m(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     assert schedule.imagebuilder_command() == (str(tmp_path / "venv" / "bin" / "python"), "-m", "imagebuilder.cli")
+
+
+def test_the_python_dash_m_fallback_runs():
+    proc = subprocess.run([sys.executable, "-m", "imagebuilder.cli", "version"], capture_output=True, text=True,
+                          check=False, stdin=subprocess.DEVNULL)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"{__version__}\n", "")

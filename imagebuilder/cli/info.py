@@ -1,0 +1,99 @@
+"""Commands that only print: what is in an image, a recipe's domain XML, the operations, a recipe made
+from a commands file, the version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from imagebuilder import __version__, recipe
+from imagebuilder.cli.common import AccelOpt, RecipeArg, exit_on_error
+from imagebuilder.errors import InputError
+
+
+def inspect(
+    image: Annotated[Path, typer.Argument(help="A disk image file.", show_default=False)],
+    json_output: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    accel: AccelOpt = None,
+) -> None:
+    """Show what libguestfs inspection finds in an image (read-only)."""
+    from imagebuilder import accel as accelerator, disk
+    from imagebuilder.guest.inspect import describe_image
+    with exit_on_error(json_output):
+        if not image.is_file():
+            raise InputError(f"{image}: no such file")
+        fmt, _size = disk.probe(image)
+        facts = describe_image(image, fmt, accelerator.choose(accel))
+    if json_output:
+        typer.echo(json.dumps(facts, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{image} ({fmt})")
+    for device, fstype in sorted(facts["filesystems"].items()):
+        typer.echo(f"  {device}: {fstype}")
+    for system in facts["operating_systems"]:
+        typer.echo(f"  {system['root']}: {system['product_name']} ({system['distro']} {system['version']}, "
+                   f"{system['arch']}, {system['package_management']}, osinfo {system['osinfo']})")
+    if not facts["operating_systems"]:
+        typer.echo("  no operating system found")
+
+
+def xml_command(
+    path: RecipeArg,
+    accel: Annotated[Optional[str], typer.Option(
+        help="Accelerator the XML is for: auto, kvm or tcg.", envvar="IMAGEBUILDER_ACCEL")] = None,
+) -> None:
+    """Print the domain XML a recipe makes (checked with virt-xml-validate), without building."""
+    from imagebuilder import accel as accelerator
+    from imagebuilder.virt.spec import recipe_xml
+    with exit_on_error():
+        text = recipe_xml(recipe.load(path), accelerator.choose(accel))
+    typer.echo(text, nl=False)
+
+
+def ops(
+    json_output: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the reference page (docs/operations.md).")] = False,
+) -> None:
+    """List the customization and sysprep operations a recipe can use."""
+    from imagebuilder.guest import reference
+
+    if json_output:
+        typer.echo(json.dumps(reference.as_json(), indent=2))
+    elif markdown:
+        typer.echo(reference.markdown(), nl=False)
+    else:
+        typer.echo(reference.as_text(), nl=False)
+
+
+def convert(
+    commands: Annotated[Path, typer.Argument(help="A virt-customize --commands-from-file file.", show_default=False)],
+    name: Annotated[Optional[str], typer.Option(help="[image] name (default: the file's name).")] = None,
+    base: Annotated[Optional[str], typer.Option(
+        help="The base image: a path (relative to the recipe) or an http(s) URL (default: bootstrap Debian 12).")] = None,
+    checksum: Annotated[Optional[str], typer.Option(help="sha256:HEX of a --base URL.")] = None,
+) -> None:
+    """Print a recipe that does what a virt-customize commands file does: `convert legacy.cmds > recipe.toml`."""
+    from imagebuilder.guest import commands_file
+
+    with exit_on_error():
+        if base and "://" in base:
+            if not checksum:
+                raise InputError("--base with a URL needs --checksum sha256:HEX (or --checksum none)")
+            base_lines = ["[base]", f"url = {commands_file.toml_string(base)}",
+                          f"checksum = {commands_file.toml_string(checksum)}"]
+        elif base:
+            base_lines = ["[base]", f"path = {commands_file.toml_string(base)}"]
+        else:
+            base_lines = ["# The base image: replace with `path = \"…\"`, `url = \"…\"` or `template = \"…\"`.",
+                          "[base.bootstrap]", 'suite = "bookworm"']
+        image_name = name or "".join(c if c.isalnum() or c in "_.+-" else "-" for c in commands.stem) or "converted"
+        text = commands_file.to_recipe(commands, image_name, base_lines)
+    typer.echo(text, nl=False)
+
+
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
