@@ -98,11 +98,10 @@ def pool_dir():
     shutil.rmtree(path)
 
 
-@pytest.fixture
-def pool(conn, pool_dir):
-    """A throwaway dir pool, removed with its volumes afterwards."""
-    name = unique("pool")
-    pool = create_dir_pool(conn, name, pool_dir)
+def throwaway_pool(conn, path: Path, kind: str):
+    """A dir pool at path, removed with its volumes afterwards (the directory stays)."""
+    name = unique(kind)
+    pool = create_dir_pool(conn, name, path)
     try:
         yield pool
     finally:
@@ -114,6 +113,12 @@ def pool(conn, pool_dir):
             remove_pool(conn, name)
 
 
+@pytest.fixture
+def pool(conn, pool_dir):
+    """A throwaway dir pool, removed with its volumes afterwards."""
+    yield from throwaway_pool(conn, pool_dir, "pool")
+
+
 @pytest.fixture(scope="session")
 def remote_uri():
     """A second libvirtd standing for a remote host (qemu+tcp://127.0.0.1:PORT/system, no auth,
@@ -121,6 +126,29 @@ def remote_uri():
     from tests.integration.loopback import LoopbackLibvirtd
     with LoopbackLibvirtd() as daemon:
         yield daemon.uri
+
+
+@pytest.fixture(scope="module")
+def remote_conn(remote_uri):
+    """A connection to the loopback libvirtd that stands for a remote host."""
+    with connect(remote_uri) as conn:
+        yield conn
+
+
+def remote_dir_pool(remote_conn):
+    """A dir pool made through the remote connection, in a temp dir; removed with its volumes after."""
+    from tests.integration.loopback import make_pool_dir
+    path = make_pool_dir("ibtest-rpool-")
+    try:
+        yield from throwaway_pool(remote_conn, path, "rpool")
+    finally:
+        shutil.rmtree(path)
+
+
+@pytest.fixture
+def remote_pool(remote_conn):
+    """A dir pool on the loopback "remote" host."""
+    yield from remote_dir_pool(remote_conn)
 
 
 @pytest.fixture

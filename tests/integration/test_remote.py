@@ -24,7 +24,7 @@ from imagebuilder.virt.domain import domain_exists, remove_domain
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
 from imagebuilder.virt.network import network_exists
 from imagebuilder.virt.storage import create_dir_pool, create_volume, remove_pool, upload_file
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import remote_dir_pool, run_cli
 from tests.integration.helpers import sha256, unique
 from tests.integration.loopback import LoopbackLibvirtd, make_pool_dir
 from tests.integration.virt_helpers import build_without_appliance, echo_image, volume_names
@@ -35,36 +35,9 @@ MiB = 1024**2
 GiB = 1024**3
 
 
-@pytest.fixture(scope="module")
-def remote_conn(remote_uri):
-    with connect(remote_uri) as conn:
-        yield conn
-
-
-def _remote_pool(remote_conn):
-    path = make_pool_dir("ibtest-rpool-")
-    name = unique("rpool")
-    pool = create_dir_pool(remote_conn, name, path)
-    try:
-        yield pool
-    finally:
-        try:
-            for vol in pool.listAllVolumes():
-                vol.delete(0)
-        finally:
-            remove_pool(remote_conn, name)
-            shutil.rmtree(path)
-
-
-@pytest.fixture
-def remote_pool(remote_conn):
-    """A dir pool created through the remote connection, in a temp dir; removed afterwards."""
-    yield from _remote_pool(remote_conn)
-
-
 @pytest.fixture
 def other_remote_pool(remote_conn):
-    yield from _remote_pool(remote_conn)
+    yield from remote_dir_pool(remote_conn)
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,18 @@ pool = "{pool}"
 volume = "{name}-{{date}}-{{n}}.qcow2"
 keep = 1
 
+[[output.targets]]                     # another host: the same versions, uploaded, without an alias
+uri = "{remote}"
+pool = "{remote_pool}"
+
 [domain]
 memory = "256M"
 start = false
 """
 
 
-def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool_dir, launch_counter):
+def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool_dir, launch_counter, remote_uri,
+                                          remote_pool):
     env, launches = launch_counter
     env = {**env, "XDG_STATE_HOME": str(tmp_path / "state")}
     name = unique("ver")
@@ -49,7 +54,8 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
     (pool_dir / stranger).write_bytes(b"someone else's")
 
     def build(version: str):
-        recipe.write_text(RECIPE.format(name=name, base=base_image, pool=pool.name(), version=version))
+        recipe.write_text(RECIPE.format(name=name, base=base_image, pool=pool.name(), version=version,
+                                        remote=remote_uri, remote_pool=remote_pool.name()))
         proc = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
@@ -57,6 +63,10 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
     def volumes():
         pool.refresh(0)
         return sorted(v for v in pool.listVolumes() if v.startswith(name))
+
+    def remote_volumes():
+        remote_pool.refresh(0)
+        return sorted(remote_pool.listVolumes())
 
     def version_name(n: int) -> str:
         return next(v for v in volumes() if re.fullmatch(rf"{name}-\d{{8}}-{n}\.qcow2", v))
@@ -77,6 +87,7 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
         assert volumes() == sorted([first, third, stranger, f"{name}.qcow2", f"{name}-clone.qcow2"]), \
             "version 2 is beyond keep = 1 and deleted; 1 is kept for its clone; the stranger is never touched"
         assert second not in volumes()
+        assert remote_volumes() == [third], "the target keeps 1 too: nothing uses its copies of 1 and 2"
         assert os.readlink(pool_dir / f"{name}.qcow2") == third
         history = {entry["n"]: entry for entry in json.loads(manifest.read_text())["versions"]}
         assert (history[1]["state"], history[2]["state"], history[3]["state"]) == ("present", "deleted", "present")
@@ -90,6 +101,7 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
         build("four")
         fourth = version_name(4)
         assert volumes() == sorted([fourth, stranger, f"{name}.qcow2"]), "its clone gone, version 1 goes too"
+        assert remote_volumes() == [fourth]
         history = json.loads(manifest.read_text())["versions"]
         assert [(e["n"], e["state"]) for e in history] == [(1, "deleted"), (2, "deleted"), (3, "deleted"),
                                                             (4, "present")]
