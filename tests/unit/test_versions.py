@@ -3,11 +3,18 @@
 
 from __future__ import annotations
 
+import io
+import os
 from datetime import datetime
 
 import pytest
 
-from imagebuilder import recipe, versions
+from imagebuilder import versions
+from imagebuilder.errors import BuildError
+from imagebuilder.progress import Reporter
+from imagebuilder.undo import Undo
+from imagebuilder.virt import retention
+from tests.unit import recipes
 
 WHEN = datetime(2026, 11, 26, 3, 4, 5)
 DIGEST = "sha256:" + "ab12" * 16
@@ -56,9 +63,7 @@ def test_beyond_keep_is_the_oldest_present_versions():
 
 
 def load(tmp_path, output):
-    path = tmp_path / "recipe.toml"
-    path.write_text(f'[image]\nname = "web"\n[base.bootstrap]\n[output]\n{output}')
-    return recipe.load(path)
+    return recipes.load(tmp_path, f"[output]\n{output}")
 
 
 def test_a_template_gets_the_default_alias_and_keep(tmp_path):
@@ -76,3 +81,57 @@ def test_an_alias_can_be_named_and_a_plain_volume_has_none(tmp_path):
 def test_targets_inherit_the_template(tmp_path):
     out = load(tmp_path, 'volume = "web-{n}.qcow2"\n[[output.targets]]\nuri = "qemu+ssh://h/system"\n').output
     assert out.targets[0].volume == "web-{n}.qcow2"
+
+
+class _Pool:
+    """Stands for a libvirt pool here: the alias code only asks it to refresh."""
+
+    def refresh(self, _flags):
+        pass
+
+
+def _undo():
+    return Undo(Reporter("plain", io.StringIO()))
+
+
+def test_a_failed_build_points_the_alias_back(tmp_path):
+    (tmp_path / "web.qcow2").symlink_to("web-1.qcow2")
+    undo = _undo()
+    retention.point_alias(_Pool(), tmp_path, "web.qcow2", "web-2.qcow2", undo)
+    assert os.readlink(tmp_path / "web.qcow2") == "web-2.qcow2"
+    undo.finish(failed=True)
+    assert os.readlink(tmp_path / "web.qcow2") == "web-1.qcow2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.qcow2"], "no temporary link left"
+
+
+def test_an_image_under_the_alias_name_comes_back_if_the_build_fails(tmp_path):
+    (tmp_path / "web.qcow2").write_bytes(b"an image of an older, unversioned build")
+    failed = _undo()
+    retention.point_alias(_Pool(), tmp_path, "web.qcow2", "web-1.qcow2", failed)
+    assert os.readlink(tmp_path / "web.qcow2") == "web-1.qcow2"
+    failed.finish(failed=True)
+    assert (tmp_path / "web.qcow2").read_bytes() == b"an image of an older, unversioned build"
+
+    succeeded = _undo()
+    retention.point_alias(_Pool(), tmp_path, "web.qcow2", "web-1.qcow2", succeeded)
+    succeeded.finish(failed=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["web.qcow2"], "the replaced image is gone"
+    assert os.readlink(tmp_path / "web.qcow2") == "web-1.qcow2"
+
+
+def test_an_image_under_the_alias_name_needs_force(tmp_path):
+    (tmp_path / "web.qcow2").write_bytes(b"image")
+    with pytest.raises(BuildError, match="is an image, not the alias"):
+        retention.check_alias(tmp_path, "web.qcow2", "default at qemu:///system", force=False)
+    retention.check_alias(tmp_path, "web.qcow2", "default at qemu:///system", force=True)
+    with pytest.raises(BuildError, match="not a local directory pool"):
+        retention.check_alias(None, "web.qcow2", "default at qemu+ssh://h/system", force=True)
+
+
+def test_a_file_held_open_is_named_with_the_process(tmp_path):
+    path = tmp_path / "web-1.qcow2"
+    path.write_bytes(b"x")
+    (tmp_path / "web.qcow2").symlink_to("web-1.qcow2")
+    assert retention.held_open(str(path)) == []
+    with open(tmp_path / "web.qcow2", "rb"):
+        assert f"process {os.getpid()} (" in " ".join(retention.held_open(str(path)))
