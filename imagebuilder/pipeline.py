@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder import accel as accelerator
-from imagebuilder import disk, files, manifest, rebuild, stages
+from imagebuilder import disk, files, manifest, rebuild, stages, versions
 from imagebuilder.cache import Cache
 from imagebuilder.errors import BuildError
 from imagebuilder.guest.customize import customize
@@ -301,7 +301,8 @@ def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str,
         digest = rebuild.identify_base(recipe, job.cache, reporter)
         if digest is None:
             return {"up_to_date": False, "reason": "the base must be downloaded to know its digest",
-                    "stages": [{"name": "everything", "status": "will run", "why": "base digest unknown"}]}
+                    "stages": [{"name": "everything", "status": "will run", "why": "base digest unknown"}],
+                    **_version_plan(job, earlier)}
         chain = stages.plan(recipe, digest, job.secret)
         reason = None if options.no_cache else rebuild.why_not_current(
             earlier, chain[-1].key, job.requested(), job._volume_exists, job._domain_exists)
@@ -326,4 +327,13 @@ def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str,
             status, why = "will run", "no cached result"
         changed = changed or own_changed or old is None
         rows.append({"name": stage.name, "status": status, "why": why, "key": stage.key[:12]})
-    return {"up_to_date": False, "reason": reason, "stages": rows}
+    return {"up_to_date": False, "reason": reason, "stages": rows, **_version_plan(job, earlier)}
+
+
+def _version_plan(job: _Build, earlier: dict[str, Any] | None) -> dict[str, Any]:
+    """For versioned volume names: the next version's name and what retention would delete."""
+    template = next((host.template for host in job.hosts if host.template), None)
+    if template is None:
+        return {}
+    history = (earlier or {}).get("versions", [])
+    return {"versions": versions.plan(template, job.recipe.output.keep, history, datetime.now(timezone.utc))}

@@ -44,8 +44,16 @@ def is_template(name: str) -> bool:
 
 def render(template: str, when: datetime, digest: str, number: int) -> str:
     """The name of one version: template with when (UTC), the image digest and the build number."""
-    short = digest.split(":", 1)[-1][:12]
-    return template.format(date=when.strftime("%Y%m%d"), time=when.strftime("%H%M%S"), digest=short, n=number)
+    return _fill(template, when, number, digest.split(":", 1)[-1][:12])
+
+
+def preview(template: str, when: datetime, number: int) -> str:
+    """The name the next version would get, its digest (not known before the build) left as {digest}."""
+    return _fill(template, when, number, "{digest}")
+
+
+def _fill(template: str, when: datetime, number: int, digest: str) -> str:
+    return template.format(date=when.strftime("%Y%m%d"), time=when.strftime("%H%M%S"), digest=digest, n=number)
 
 
 def sample(template: str) -> str:
@@ -68,6 +76,16 @@ def next_number(history: list[dict[str, Any]]) -> int:
 def present(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The recorded versions not deleted yet, oldest first."""
     return [entry for entry in history if entry.get("state") != "deleted"]
+
+
+def plan(template: str, keep: int | None, history: list[dict[str, Any]], when: datetime) -> dict[str, Any]:
+    """What a build now would do with versions: the next name, and the recorded volumes retention
+    would then try to delete."""
+    number = next_number(history)
+    doomed = beyond_keep(history + [{"n": number}], keep) if keep else []
+    return {"next": preview(template, when, number),
+            "delete": [{key: volume[key] for key in ("uri", "pool", "volume")}
+                       for entry in doomed for volume in entry.get("volumes", []) if not volume.get("deleted")]}
 
 
 def beyond_keep(history: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:

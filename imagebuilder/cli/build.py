@@ -118,6 +118,11 @@ def plan_command(
     for row in result["stages"]:
         why = f"  ({row['why']})" if row["why"] else ""
         typer.echo(f"  {row['name']:28} {row['status']}{why}")
+    if "versions" in result:
+        typer.echo(f"  {'new version':28} {result['versions']['next']}")
+        for old in result["versions"]["delete"]:
+            typer.echo(f"  {'retention':28} would delete {old['pool']}/{old['volume']} at {old['uri']} "
+                       "(unless something uses it)")
 
 
 def test_command(

@@ -53,9 +53,12 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
     stranger = f"{name}-20000101-99.qcow2"  # fits the template, but no build of this recipe made it
     (pool_dir / stranger).write_bytes(b"someone else's")
 
-    def build(version: str):
+    def write(version: str) -> None:
         recipe.write_text(RECIPE.format(name=name, base=base_image, pool=pool.name(), version=version,
                                         remote=remote_uri, remote_pool=remote_pool.name()))
+
+    def build(version: str):
+        write(version)
         proc = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
@@ -98,6 +101,12 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
         assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr[-3000:]
         assert volumes() == sorted([first, third, stranger, f"{name}.qcow2"]), "up to date: no version made or deleted"
 
+        write("four")
+        planned = json.loads(run_cli("plan", str(recipe), "--cache-dir", str(tmp_path / "cache"), "--json",
+                                     env=env).stdout)["versions"]
+        assert re.fullmatch(rf"{name}-\d{{8}}-4\.qcow2", planned["next"])
+        assert sorted(old["volume"] for old in planned["delete"]) == sorted([first, third, third]), \
+            "version 1 here, version 3 here and on the target"
         build("four")
         fourth = version_name(4)
         assert volumes() == sorted([fourth, stranger, f"{name}.qcow2"]), "its clone gone, version 1 goes too"

@@ -135,3 +135,15 @@ def test_a_file_held_open_is_named_with_the_process(tmp_path):
     assert retention.held_open(str(path)) == []
     with open(tmp_path / "web.qcow2", "rb"):
         assert f"process {os.getpid()} (" in " ".join(retention.held_open(str(path)))
+
+
+def test_the_plan_names_the_next_version_and_what_keep_would_delete():
+    def at(host, volume, **more):
+        return {"uri": f"qemu+ssh://{host}/system", "pool": "default", "volume": volume, **more}
+
+    history = [{"n": 1, "state": "deleted", "volumes": [at("a", "web-1", deleted=True)]},
+               {"n": 2, "state": "present", "volumes": [at("a", "web-2"), at("b", "web-2", deleted=True)]},
+               {"n": 3, "state": "present", "volumes": [at("a", "web-3")]}]
+    planned = versions.plan("web-{date}-{digest}-{n}", 2, history, WHEN)
+    assert planned == {"next": "web-20261126-{digest}-4", "delete": [at("a", "web-2")]}
+    assert versions.plan("web-{n}", None, history, WHEN)["delete"] == []
