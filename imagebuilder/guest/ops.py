@@ -656,7 +656,7 @@ def _parse_commands_file(value: Any, ctx: ArgContext) -> Any:
 
 
 def _expanded(_ctx: GuestContext, _arg: Any) -> None:
-    return None  # its commands follow it as steps of their own (see recipe.py)
+    return None  # its commands follow it as steps of their own (see recipe/steps.py)
 
 
 operation("commands_from_file", "Run the operations of a virt-customize commands file, in order.", "FILENAME",
