@@ -48,8 +48,7 @@ def load(file: str | Path, *, strict_paths: bool = False, inline_secrets: bool =
     return _build(loader, data, hashlib.sha256(raw).hexdigest(), strict_paths, inline_secrets)
 
 
-def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool = False,
-           inline_secrets: bool = True) -> Recipe:
+def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool, inline_secrets: bool) -> Recipe:
     top = Table(loader, data, ())
     top.finish(("image", "base", "disk", "steps", "customize", "sysprep", "output", "domain", "tests",
                 "machines", "fleet", "cloud_init"))
@@ -63,8 +62,7 @@ def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool
     base = parse_base(top.table("base", required=True), ctx)
     disk = parse_disk(top.table("disk"))
     steps = parse_steps(loader, top.get("steps", list, []), ctx)
-    sysprep_table = top.table("sysprep")
-    sysprep_ops = parse_sysprep(sysprep_table)
+    sysprep_ops = parse_sysprep(top.table("sysprep"))
     output = parse_output(top.table("output"), name, disk.format, ctx)
     domain = parse_domain(top.table("domain"), name)
     machines = parse_fleet(top, loader, domain, name, output)
