@@ -10,6 +10,7 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ class _Build:
         earlier = rebuild.previous(manifest_path)
         if self.options.no_cache or earlier is None:
             return None
-        digest = rebuild.identify_base(self.recipe, self.cache, self.reporter)
+        digest = self.base_identity.digest
         if digest is None:
             self.reporter.info("the base must be downloaded to know whether it changed")
             return None
@@ -188,17 +189,23 @@ class _Build:
         libvirt_hosts.preflight(self.hosts, self.recipe, accel, self.force, self.resources, self.reporter)
         self.pool_dir = next((host.local_dir for host in self.hosts if host.main), None)
 
+    @cached_property
+    def base_identity(self) -> rebuild.BaseIdentity:
+        """What the base is now, asked once per build: the check and the fetch both start from it."""
+        return rebuild.identify_base(self.recipe, self.cache, self.reporter)
+
     def fetch(self) -> BaseImage:
-        """The base image, from the cache when possible."""
-        base, cache = self.recipe.base, Cache(self.options.cache_dir)
+        """The base image that identifying it found, from the cache when possible."""
+        base, known = self.recipe.base, self.base_identity
         if base.kind == "url":
-            check = url.Verification(base.checksum, base.checksum_url, base.signature_url, base.keyring)
-            return url.fetch(base.url, check, cache, self.reporter)
+            # The digest pins the download, so no checksum file is read again. It is None only for
+            # checksum = "none" with no cached copy a 304 vouched for: then the fetch asks under its lock.
+            return url.fetch(base.url, known.digest, self.cache, self.reporter)
         if base.kind == "path":
-            return local.fetch(base.path, cache)
+            return local.fetch(base.path, known.digest)
         if base.kind == "template":
-            return template.fetch(self.recipe, cache, self.reporter)
-        return bootstrap.fetch(base.bootstrap, cache, self.reporter)
+            return template.fetch(known.chosen, self.cache, self.reporter)
+        return bootstrap.fetch(base.bootstrap, known.digest, self.cache, self.reporter)
 
     def prepare(self, base: BaseImage) -> tuple[Path, bool, int]:
         """The working image in the output format at its working place: from the latest checkpoint
@@ -298,7 +305,7 @@ def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str,
         path = options.manifest_path or manifest.default_path(
             recipe, job.file_out, recipe.output.pool if job.to_libvirt else None)
         earlier = rebuild.previous(path)
-        digest = rebuild.identify_base(recipe, job.cache, reporter)
+        digest = job.base_identity.digest
         if digest is None:
             return {"up_to_date": False, "reason": "the base must be downloaded to know its digest",
                     "stages": [{"name": "everything", "status": "will run", "why": "base digest unknown"}],

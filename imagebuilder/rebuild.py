@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +16,27 @@ from imagebuilder.sources import bootstrap, local, template, url
 from imagebuilder.stages import Stage
 
 
-def identify_base(recipe: Recipe, cache: Cache, reporter: Reporter) -> str | None:
-    """The digest the base has now, when it can be known without downloading or bootstrapping it."""
+@dataclass(frozen=True)
+class BaseIdentity:
+    """What the base is now, found without fetching it: its digest (None when only a download can tell)
+    and, for a template, the one chosen in the repositories. The fetch starts from it instead of asking again."""
+
+    digest: str | None
+    chosen: template.Chosen | None = None
+
+
+def identify_base(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseIdentity:
+    """The base as it is now, as far as it can be known without downloading or bootstrapping it."""
     base = recipe.base
     if base.kind == "url":
         check = url.Verification(base.checksum, base.checksum_url, base.signature_url, base.keyring)
-        return url.identify(base.url, check, cache, reporter)
+        return BaseIdentity(url.identify(base.url, check, cache, reporter))
     if base.kind == "path":
-        return local.identify(base.path, cache)
+        return BaseIdentity(local.identify(base.path, cache))
     if base.kind == "template":
-        return template.identify(recipe, reporter)
-    return f"sha256:{bootstrap.cache_key(base.bootstrap)}"
+        chosen = template.identify(recipe, reporter)
+        return BaseIdentity(chosen.checksum, chosen)
+    return BaseIdentity(bootstrap.identify(base.bootstrap))
 
 
 def checkpoint(cache: Cache, stage: Stage) -> Path:

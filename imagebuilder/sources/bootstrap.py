@@ -39,12 +39,13 @@ def command(spec: Bootstrap, target: str) -> list[str]:
     return argv
 
 
-def cache_key(spec: Bootstrap) -> str:
-    """A digest of everything that goes into the tarball: the command line, mmdebstrap's version and
-    the date of the mirror's Release file (so a new mirror state means a new bootstrap)."""
+def identify(spec: Bootstrap) -> str:
+    """The tarball's digest, without making it: a sha256 of everything that goes into it, the command
+    line, mmdebstrap's version and the date of the mirror's Release file (so a new mirror state means a
+    new bootstrap)."""
     version = run(["mmdebstrap", "--version"]).stdout.strip()
     inputs = {"argv": command(spec, "TARGET"), "tool": version, "release": release_date(spec)}
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"sha256:{hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()}"
 
 
 def release_date(spec: Bootstrap) -> str:
@@ -66,9 +67,10 @@ def release_date(spec: Bootstrap) -> str:
     raise SourceError(f"{where} has no Date: field; is it a Debian mirror?")
 
 
-def fetch(spec: Bootstrap, cache: Cache, reporter: Reporter) -> BaseImage:
-    """The root filesystem tarball for spec, from the cache or made now (about a minute)."""
-    key = cache_key(spec)
+def fetch(spec: Bootstrap, digest: str, cache: Cache, reporter: Reporter) -> BaseImage:
+    """The root filesystem tarball for spec, whose digest identify gave, from the cache or made now
+    (about a minute)."""
+    key = digest.removeprefix("sha256:")
     source = f"bootstrap:{spec.suite}@{spec.mirror}"
     with cache.lock(f"bootstrap:{key}"):
         cached = cache.lookup("bootstrap", f"{key}.tar")
@@ -80,4 +82,4 @@ def fetch(spec: Bootstrap, cache: Cache, reporter: Reporter) -> BaseImage:
             with cache.writing("bootstrap") as tmp:
                 run(command(spec, str(tmp)), timeout=1800)
                 cached = cache.commit(tmp, "bootstrap", f"{key}.tar")
-    return BaseImage(path=cached, kind="rootfs", digest=f"sha256:{key}", source=source)
+    return BaseImage(path=cached, kind="rootfs", digest=digest, source=source)

@@ -25,8 +25,7 @@ def identify(path: Path, cache: Cache) -> str:
     return digest
 
 
-def fetch(path: Path, cache: Cache) -> BaseImage:
-    """Describe a local image: its format, size and sha256."""
+def fetch(path: Path, digest: str) -> BaseImage:
+    """Describe a local image: its format and size, and the sha256 identify gave."""
     fmt, size = disk.probe(path)
-    return BaseImage(path=path, kind="disk", digest=identify(path, cache), source=str(path),
-                     format=fmt, virtual_size=size)
+    return BaseImage(path=path, kind="disk", digest=digest, source=str(path), format=fmt, virtual_size=size)

@@ -41,6 +41,14 @@ class Resolved:
         return urljoin(self.found_in.repo.uri, self.template.file)
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """The template a build uses, and the checksum its file must have (None: read unverified)."""
+
+    found: Resolved
+    checksum: str | None
+
+
 class TemplateNotFound(SourceError):
     """No repository has the template for the architecture (exit 2 unless a repository was unreadable)."""
 
@@ -72,16 +80,11 @@ def recipe_repos(recipe: Recipe) -> list[repos.Repo]:
     return repos.configured()
 
 
-def identify(recipe: Recipe, reporter: Reporter) -> str | None:
-    """The template file's checksum from the (verified) index, without downloading the file."""
-    return _resolve_checked(recipe, reporter)[1]
-
-
-def fetch(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseImage:
-    """The template's image, decompressed, with the index's expand hints (cached by its checksum)."""
-    found, checksum = _resolve_checked(recipe, reporter)
-    template = found.template
-    image = url.fetch(found.file_url, checksum, cache, reporter)
+def fetch(chosen: Chosen, cache: Cache, reporter: Reporter) -> BaseImage:
+    """The template's image that identify chose, decompressed, with the index's expand hints (cached by
+    its checksum)."""
+    found, template = chosen.found, chosen.found.template
+    image = url.fetch(found.file_url, chosen.checksum, cache, reporter)
     if template.format and image.format != template.format:
         raise SourceError(f"template {template.name}: the index says format={template.format}, but "
                           f"{found.file_url} holds a {image.format} image; refusing it")
@@ -92,8 +95,9 @@ def fetch(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseImage:
                                expand=template.expand, lvexpand=template.lvexpand)
 
 
-def _resolve_checked(recipe: Recipe, reporter: Reporter) -> tuple[Resolved, str | None]:
-    """The recipe's template in the repositories, and its file's checksum (refused if a signed index lacks one)."""
+def identify(recipe: Recipe, reporter: Reporter) -> Chosen:
+    """The recipe's template in the repositories and its file's checksum, without downloading the file
+    (refused if a signed index lacks the checksum)."""
     base = recipe.base
     try:
         search = _search(recipe_repos(recipe))
@@ -118,7 +122,7 @@ def _resolve_checked(recipe: Recipe, reporter: Reporter) -> tuple[Resolved, str 
                               f"{where.repo}, so its download from {found.file_url} cannot be verified; refusing it",
                               hint="add checksum[sha512]= to the index, or sign it and give the repository a gpgkey")
         reporter.info(f"warning: template {template.name} has no checksum; its file is read unverified")
-    return found, checksum
+    return Chosen(found, checksum)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """A small HTTP file server on 127.0.0.1 for download tests.
 
 It supports Range (unless told to ignore it), ETag/Last-Modified validators with 304 answers,
-can cut a response off after some bytes, and records every request with the body bytes it sent.
+can cut a response off after some bytes, and records every request with the body bytes it sent
+(before answering it, so that a client that has its answer finds the request in the log).
 """
 
 from __future__ import annotations
@@ -77,26 +78,28 @@ class FileServer:
     def _handle(self, request: http.server.BaseHTTPRequestHandler) -> None:
         path = self.root / request.path.lstrip("/")
         if not path.is_file():
-            request.send_error(404)
             self.log.append(Served(request.path, 404, None, 0))
+            request.send_error(404)
             return
         stat = path.stat()
         etag = '"' + hashlib.sha256(f"{stat.st_size}-{stat.st_mtime_ns}".encode()).hexdigest()[:16] + '"'
         modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
         wanted = request.headers.get("Range")
         if request.headers.get("If-None-Match") == etag:
+            self.log.append(Served(request.path, 304, wanted, 0))
             request.send_response(304)
             request.send_header("ETag", etag)
             request.send_header("Content-Length", "0")
             request.end_headers()
-            self.log.append(Served(request.path, 304, wanted, 0))
             return
         start = 0
         match = re.match(r"bytes=(\d+)-$", wanted or "")
         if match and not self.behaviour.ignore_range:
             start = int(match.group(1))
         size = stat.st_size
-        request.send_response(206 if start else 200)
+        served = Served(request.path, 206 if start else 200, wanted, 0)
+        self.log.append(served)
+        request.send_response(served.status)
         if start:
             request.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         if not self.behaviour.ignore_range:
@@ -106,21 +109,19 @@ class FileServer:
         request.send_header("Last-Modified", modified)
         request.end_headers()
         limit = self.behaviour.cut_after.pop(request.path, None)
-        sent = 0
         with open(path, "rb") as handle:
             handle.seek(start)
             while chunk := handle.read(CHUNK):
-                if limit is not None and sent + len(chunk) > limit:
-                    chunk = chunk[: limit - sent]
+                if limit is not None and served.sent + len(chunk) > limit:
+                    chunk = chunk[: limit - served.sent]
                 try:
                     request.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     break
-                sent += len(chunk)
+                served.sent += len(chunk)
                 self.sending[request.path] = self.sending.get(request.path, 0) + len(chunk)
                 if self.behaviour.delay:
                     time.sleep(self.behaviour.delay)
-                if limit is not None and sent >= limit:
+                if limit is not None and served.sent >= limit:
                     request.close_connection = True
                     break
-        self.log.append(Served(request.path, 206 if start else 200, wanted, sent))

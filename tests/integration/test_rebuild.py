@@ -68,10 +68,13 @@ def test_unchanged_rebuild_then_last_step_changed(tmp_path, base_image, launch_c
         assert status["step 2 (write)"] == ("will run", "no cached result")
         assert status["step 3 (hostname)"] == ("will run", "its inputs changed")
 
+        asked = len(server.log)
         changed = build("--if-changed", "--json")
         assert changed.returncode == 3, changed.stderr[-3000:]
         assert launches() == 3, "resumed from the checkpoint: one launch"
         assert server.sent(base_image.name) == sent, "the base was not downloaded again"
+        assert [(r.path, r.status) for r in server.log[asked:]] == [(f"/{base_image.name}", 304)], \
+            "the check and the fetch share one conditional request"
         progress = [json.loads(line).get("message", "") for line in changed.stdout.splitlines()]
         assert "resuming from the cached result of step 1 (write)" in progress
         assert not any(message.startswith("[1/3]") for message in progress)

@@ -148,7 +148,8 @@ class FakeFetch:
 def fetch_with(monkeypatch, tmp_path, base, fake):
     monkeypatch.setattr(template.url, "fetch", fake)
     loaded = recipe.load(write_recipe(tmp_path, base))
-    return template.fetch(loaded, Cache(tmp_path / "cache"), Reporter("plain"))
+    reporter = Reporter("plain")
+    return template.fetch(template.identify(loaded, reporter), Cache(tmp_path / "cache"), reporter)
 
 
 def test_fetch_passes_file_url_and_checksum_and_keeps_the_expand_hint(monkeypatch, tmp_path, repo_url, no_config):

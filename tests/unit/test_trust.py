@@ -62,12 +62,13 @@ def test_a_template_without_checksum_from_an_unsigned_http_index_is_refused(monk
     fake = RecordingFetch()
     monkeypatch.setattr(template.url, "fetch", fake)
     loaded = recipe.load(write(tmp_path, HEAD + f'[base]\ntemplate = "bare"\nrepo = "{repo_uri}"\n'))
+    reporter = Reporter("plain")
     if refused:
         with pytest.raises(SourceError, match="has no checksum.* cannot be verified; refusing it") as info:
-            template.fetch(loaded, Cache(tmp_path / "cache"), Reporter("plain"))
+            template.fetch(template.identify(loaded, reporter), Cache(tmp_path / "cache"), reporter)
         assert info.value.exit_code == 1 and fake.calls == []
     else:
-        template.fetch(loaded, Cache(tmp_path / "cache"), Reporter("plain"))
+        template.fetch(template.identify(loaded, reporter), Cache(tmp_path / "cache"), reporter)
         assert fake.calls == [("file:///srv/builder/bare.qcow2", None)]
 
 
