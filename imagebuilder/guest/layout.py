@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
@@ -12,6 +13,7 @@ DEVICE = "/dev/sda"
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ESP_SECTORS = 128 * 2048
+GRUB_ATTEMPTS = 4
 _GRUB_DEFAULTS = {
     "GRUB_TIMEOUT": "1",
     "GRUB_CMDLINE_LINUX_DEFAULT": '"console=tty0 console=ttyS0,115200n8 net.ifnames=0"',
@@ -63,21 +65,26 @@ def install_rootfs(ctx: GuestContext, tarball: Path, hostname: str) -> None:
 def _grub_install_bios(ctx: GuestContext) -> None:
     """grub-install for BIOS, into the BIOS boot partition.
 
-    Seen once under heavy load: grub-install, reading the disk right after it was partitioned and
-    formatted, did not find the BIOS boot partition ("embedding is not possible"). Flushing the
-    appliance's caches first, and one retry, make it read what is on the disk.
+    Seen twice under heavy load, in about a hundred builds: grub-install, right after the disk was
+    partitioned and formatted, did not find the BIOS boot partition ("embedding is not possible"),
+    and once a plain retry failed the same way. So each retry first writes the partition's type
+    again, flushes the appliance's caches and waits a little; grub's own words are kept in the
+    progress log for the case that this does not cure.
     """
     g = ctx.g
-    for attempt in (1, 2):
+    for attempt in range(1, GRUB_ATTEMPTS + 1):
         g.sync()
         g.drop_caches(3)
         try:
             g.command(["grub-install", "--target=i386-pc", DEVICE])
             return
         except GuestError as exc:
-            if attempt == 2 or "embedding is not possible" not in exc.message:
+            if attempt == GRUB_ATTEMPTS or "embedding is not possible" not in exc.message:
                 raise
-            ctx.reporter.info("grub-install did not see the BIOS boot partition; trying once more")
+            ctx.reporter.info(f"grub-install did not see the BIOS boot partition ({exc.message}); "
+                              f"writing its type again and retrying ({attempt + 1}/{GRUB_ATTEMPTS})")
+        time.sleep(attempt)
+        g.part_set_gpt_type(DEVICE, 1, BIOS_BOOT_TYPE)
 
 
 def _grub_defaults(text: str) -> str:
