@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/pytest "$@"
+exec .venv/bin/pytest --durations=25 "$@"  # the slowest tests are listed: the suite must stay under 30 minutes
