@@ -96,7 +96,10 @@ def prune(history: list[dict[str, Any]], keep: int, template_of: Callable[[str, 
           reporter: Reporter) -> None:
     """Delete the versions beyond the newest `keep`: only recorded ones whose names still fit the
     template, never one that a domain, an overlay or a process uses. Updates history in place."""
-    for entry in versions.beyond_keep(history, keep):
+    doomed = versions.beyond_keep(history, keep)
+    if not doomed:
+        reporter.info(f"{len(versions.present(history))} version(s), keep = {keep}: nothing to delete")
+    for entry in doomed:
         reasons = []
         for volume in entry["volumes"]:
             if volume.get("deleted"):
