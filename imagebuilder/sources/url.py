@@ -117,7 +117,10 @@ def identify(url: str, verification: Verification | str | None, cache: Cache, re
     if expected:
         return expected
     current = _unchanged_copy(url, cache, http)
-    return current[1]["digest"] if current else None
+    if current is None:
+        return None
+    reporter.info(f"base image {_name(url)} is unchanged upstream (304)")
+    return current[1]["digest"]
 
 
 def _revalidate(url: str, cache: Cache, http: requests.Session, reporter: Reporter) -> BaseImage | None:

@@ -66,9 +66,11 @@ def test_unpinned_url_base_asks_the_server_once(tmp_path, served):
     base = f'url = "{server.url("disk.img")}"\nchecksum = "none"'
     not_current(tmp_path, base, quiet()).fetch()  # the image is in the cache, with its ETag
     server.log.clear()
-    again = not_current(tmp_path, base, quiet())
+    said = io.StringIO()
+    again = not_current(tmp_path, base, Reporter("plain", said))
     assert again.fetch().digest == f"sha256:{hashlib.sha256(data).hexdigest()}"
     assert [(r.path, r.status) for r in server.log] == [("/disk.img", 304)]
+    assert said.getvalue().count("disk.img is unchanged upstream (304)") == 1
 
 
 def test_template_base_reads_the_index_once_and_says_so_once(tmp_path, served):
