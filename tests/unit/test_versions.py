@@ -7,6 +7,7 @@ import io
 import os
 from datetime import datetime
 
+import libvirt
 import pytest
 
 from imagebuilder import versions
@@ -14,6 +15,7 @@ from imagebuilder.errors import BuildError
 from imagebuilder.progress import Reporter
 from imagebuilder.undo import Undo
 from imagebuilder.virt import retention
+from imagebuilder.virt.hosts import Host
 from tests.unit import recipes
 
 WHEN = datetime(2026, 11, 26, 3, 4, 5)
@@ -147,3 +149,35 @@ def test_the_plan_names_the_next_version_and_what_keep_would_delete():
     planned = versions.plan("web-{date}-{digest}-{n}", 2, history, WHEN)
     assert planned == {"next": "web-20261126-{digest}-4", "delete": [at("a", "web-2")]}
     assert versions.plan("web-{n}", None, history, WHEN)["delete"] == []
+
+
+@pytest.fixture
+def test_pool():
+    """libvirt's own in-memory test driver: a real pool API without a daemon."""
+    conn = libvirt.open("test:///default")
+    pool = conn.storagePoolLookupByName("default-pool")
+    yield pool
+    for vol in pool.listAllVolumes():
+        vol.delete(0)
+    conn.close()
+
+
+def _taken(pool, name):
+    pool.createXML(f"<volume><name>{name}</name><capacity>1024</capacity></volume>", 0)
+
+
+def test_a_taken_name_makes_the_build_number_count_on(test_pool):
+    _taken(test_pool, "web-20261126-3.qcow2")
+    host = Host("test:///default", "default-pool", "web-{date}-{n}.qcow2", define=False, main=True,
+                pool=test_pool, template="web-{date}-{n}.qcow2")
+    number = retention.choose_names([host], [{"n": 2, "state": "present"}], DIGEST, WHEN)
+    assert (number, host.volume) == (4, "web-20261126-4.qcow2")
+
+
+def test_a_taken_name_without_n_stops_the_build_with_a_hint(test_pool):
+    _taken(test_pool, "web-20261126.qcow2")
+    host = Host("test:///default", "default-pool", "web-{date}.qcow2", define=False, main=True,
+                pool=test_pool, template="web-{date}.qcow2")
+    with pytest.raises(BuildError, match="web-20261126.qcow2 already exists") as info:
+        retention.choose_names([host], [], DIGEST, WHEN)
+    assert "put {n} in the volume name template" in info.value.hint
