@@ -54,7 +54,7 @@ def build(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
     reporter = Reporter("json" if json_output else None)
     signal.signal(signal.SIGTERM, on_sigterm)
-    with exit_on_error(json_output, interrupt=True):
+    with exit_on_error(json_output):
         loaded = recipe.load(path, strict_paths=strict_paths, inline_secrets=not no_inline_secrets)
         from imagebuilder.pipeline import BuildOptions, build as run_build
         options = BuildOptions(accel=accel, cache_dir=cache_dir, force=force, output_file=output,
@@ -80,7 +80,7 @@ def _test(loaded: recipe.Recipe, image: Optional[Path], junit: Optional[Path], s
     """Run the recipe's [[tests]] and write the reports; exit 1 when a check fails."""
     from imagebuilder import accel as accelerator, tester
     reporter = Reporter("json" if json_output else None)
-    with exit_on_error(json_output, interrupt=True):
+    with exit_on_error(json_output):
         target = tester.built_image(loaded, image)
         report = tester.run_checks(loaded, target, accelerator.choose(accel), reporter, loaded.output.uri)
     stem = target.parent / loaded.name if loaded.output.path else None

@@ -36,13 +36,12 @@ def fail(exc: ImageBuilderError, json_mode: bool) -> typer.Exit:
 
 
 @contextmanager
-def exit_on_error(json_mode: bool = False, interrupt: bool = False) -> Iterator[None]:
-    """Turn an ImageBuilderError raised inside into its exit code; with interrupt, Ctrl-C too (exit 130)."""
+def exit_on_error(json_mode: bool = False) -> Iterator[None]:
+    """Turn an ImageBuilderError raised inside into its exit code, and Ctrl-C into exit 130, for
+    every command alike."""
     try:
         yield
     except KeyboardInterrupt:
-        if not interrupt:
-            raise
         raise fail(Interrupted("interrupted"), json_mode) from None
     except ImageBuilderError as exc:
         raise fail(exc, json_mode) from None

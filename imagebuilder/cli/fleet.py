@@ -19,7 +19,7 @@ from imagebuilder.progress import Reporter
 def _fleet_run(action, json_output: bool = False):  # noqa: ANN001, ANN202 - a callback runner
     """Run action(); errors become exit codes, Ctrl-C exits 130."""
     signal.signal(signal.SIGTERM, on_sigterm)
-    with exit_on_error(json_output, interrupt=True):
+    with exit_on_error(json_output):
         return action()
 
 

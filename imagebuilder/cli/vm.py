@@ -20,7 +20,7 @@ NameArg = Annotated[str, typer.Argument(help="The domain's name.", show_default=
 def _vm(uri: Optional[str], action, json_mode: bool = False):  # noqa: ANN001, ANN202 - a callback runner
     """Run action(conn) on a libvirt connection; errors become exit codes, Ctrl-C exits 130."""
     from imagebuilder.virt.connection import connect
-    with exit_on_error(json_mode, interrupt=True), connect(uri) as conn:
+    with exit_on_error(json_mode), connect(uri) as conn:
         return action(conn)
 
 

@@ -27,3 +27,13 @@ def test_a_bad_recipe_exits_2_with_file_line_and_key(tmp_path, command, text, er
 def test_valid_recipe(tmp_path):
     result = runner.invoke(app, ["validate", str(write(tmp_path, MINIMAL + '[[steps]]\nhostname = "web01"\n'))])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("command", [["validate"], ["plan"], ["xml"], ["build"]])
+def test_ctrl_c_is_the_same_one_line_error_and_exit_130_for_every_command(tmp_path, monkeypatch, command):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("imagebuilder.recipe.load", interrupted)
+    result = runner.invoke(app, [*command, str(write(tmp_path, MINIMAL))])
+    assert (result.exit_code, result.output.strip()) == (130, "error: interrupted")
