@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from imagebuilder import units, versions
 from imagebuilder.guest.args import ArgContext
@@ -39,7 +40,7 @@ def parse_output(table: Table | None, name: str, fmt: str, ctx: ArgContext) -> O
         uri=table.convert("uri", str, _check_uri, "qemu:///system"),
         pool=table.convert("pool", str, check_name, "default"),
         volume=volume,
-        path=table.convert("path", str, lambda raw: ctx.inside(raw, (ctx.base_dir / raw).resolve())),
+        path=table.convert("path", str, lambda raw: _check_path(raw, ctx)),
         targets=targets,
         alias=_alias(table, volume, f"{name}.{fmt}") if versioned else None,
         keep=table.get("keep", int),
@@ -75,6 +76,15 @@ def _alias(table: Table, template: str, default: str) -> str:
     if versions.matches(template, alias):
         raise table.error("alias", f"the alias '{alias}' could also be the name of a version of '{template}'")
     return alias
+
+
+def _check_path(value: str, ctx: ArgContext) -> Path:
+    """The output file: a fixed name (versions are made for volumes), inside the recipe's directory
+    when paths are strict."""
+    if versions.is_template(value):
+        raise ValueError(f"'{value}': versioned names (placeholders such as {{n}}) are made for output.volume "
+                         "only; give the file a fixed name")
+    return ctx.inside(value, (ctx.base_dir / value).resolve())
 
 
 def _check_volume_template(value: str) -> str:
