@@ -44,7 +44,12 @@ def is_template(name: str) -> bool:
 
 def render(template: str, when: datetime, digest: str, number: int) -> str:
     """The name of one version: template with when (UTC), the image digest and the build number."""
-    return _fill(template, when, number, digest.split(":", 1)[-1][:12])
+    return _fill(template, when, number, short_digest(digest))
+
+
+def short_digest(digest: str) -> str:
+    """The first 12 hex digits of a "sha256:..." digest."""
+    return digest.split(":", 1)[-1][:12]
 
 
 def preview(template: str, when: datetime, number: int) -> str:
@@ -92,3 +97,18 @@ def beyond_keep(history: list[dict[str, Any]], keep: int) -> list[dict[str, Any]
     """The versions retention removes: all present ones but the newest `keep`."""
     alive = present(history)
     return alive[:max(len(alive) - keep, 0)]
+
+
+def listing(history: list[dict[str, Any]], alias_names: str | None) -> list[dict[str, Any]]:
+    """One row per recorded version, newest first: number, time, short digest, state (with why a
+    version beyond keep is still there), its volumes, and whether the alias names it."""
+    rows = []
+    for entry in reversed(history):
+        names = [volume["volume"] for volume in entry.get("volumes", []) if not volume.get("deleted")]
+        state = entry.get("state", "present")
+        if entry.get("kept_because"):
+            state = f"kept: {'; '.join(entry['kept_because'])}"
+        rows.append({"n": entry.get("n"), "built": entry.get("built", ""), "digest": short_digest(entry.get("digest", "")),
+                     "state": state, "volumes": sorted(set(names)),
+                     "alias": alias_names is not None and alias_names in names})
+    return rows

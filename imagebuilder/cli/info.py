@@ -53,6 +53,39 @@ def xml_command(
     typer.echo(text, nl=False)
 
 
+def versions_command(
+    path: RecipeArg,
+    manifest_path: Annotated[Optional[Path], typer.Option(
+        "--manifest", help="The manifest of the recipe's builds (default: where build writes it).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+) -> None:
+    """List the versions of a versioned output volume that builds made: newest first, which one the
+    alias names, and which were deleted or kept beyond `keep` (and why)."""
+    from imagebuilder import manifest, rebuild, versions
+    from imagebuilder.cli.common import echo_table
+    with exit_on_error(json_output):
+        loaded = recipe.load(path)
+        if loaded.output.alias is None:
+            raise InputError(f"{path}: output.volume '{loaded.output.volume}' has no placeholders, so builds of this "
+                             "recipe make no versions")
+    where = manifest_path or manifest.default_path(loaded, None, loaded.output.pool)
+    document = rebuild.previous(where) or {}
+    main = next((o for o in document.get("outputs", []) if o.get("alias")), None)
+    alias_path = Path(main["path"]).with_name(main["alias"]) if main else None
+    names = str(alias_path.readlink()) if alias_path and alias_path.is_symlink() else None
+    rows = versions.listing(document.get("versions", []), names)
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no versions recorded yet ({where})")
+        return
+    echo_table([["", "N", "BUILT", "DIGEST", "VOLUMES", "STATE"]] +
+               [["*" if row["alias"] else "", str(row["n"]), row["built"], row["digest"],
+                 " ".join(row["volumes"]) or "-", row["state"]] for row in rows])
+    typer.echo(f"* the version the alias {loaded.output.alias} names")
+
+
 def ops(
     json_output: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the reference page (docs/operations.md).")] = False,

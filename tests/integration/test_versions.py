@@ -95,6 +95,9 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
         history = {entry["n"]: entry for entry in json.loads(manifest.read_text())["versions"]}
         assert (history[1]["state"], history[2]["state"], history[3]["state"]) == ("present", "deleted", "present")
         assert f"{first} is used by {pool.name()}/{name}-clone.qcow2" in history[1]["kept_because"]
+        listed = json.loads(run_cli("versions", str(recipe), "--json", env=env).stdout)
+        assert [(row["n"], row["alias"], row["state"].split(":")[0]) for row in listed] == \
+            [(3, True, "present"), (2, False, "deleted"), (1, False, "kept")]
 
         overlay.delete(0)
         again = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)

@@ -181,3 +181,16 @@ def test_a_taken_name_without_n_stops_the_build_with_a_hint(test_pool):
     with pytest.raises(BuildError, match="web-20261126.qcow2 already exists") as info:
         retention.choose_names([host], [], DIGEST, WHEN)
     assert "put {n} in the volume name template" in info.value.hint
+
+
+def test_the_listing_is_newest_first_and_marks_what_the_alias_names():
+    history = [{"n": 1, "built": "t1", "digest": DIGEST, "state": "present", "kept_because": ["web-1 is used by x"],
+                "volumes": [{"volume": "web-1"}]},
+               {"n": 2, "built": "t2", "digest": DIGEST, "state": "deleted", "volumes": [{"volume": "web-2",
+                                                                                            "deleted": True}]},
+               {"n": 3, "built": "t3", "digest": DIGEST, "state": "present",
+                "volumes": [{"volume": "web-3"}, {"volume": "web-3"}]}]
+    rows = versions.listing(history, "web-3")
+    assert [(r["n"], r["alias"], r["volumes"], r["state"]) for r in rows] == [
+        (3, True, ["web-3"], "present"), (2, False, [], "deleted"), (1, False, ["web-1"], "kept: web-1 is used by x")]
+    assert rows[0]["digest"] == "ab12ab12ab12"
