@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -61,10 +62,7 @@ def build(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> BuildRes
     with ExitStack() as resources:
         try:
             job = _Build(recipe, options, reporter, undo, resources)
-            # One build of the same outputs at a time (two runs of one recipe, a timer and a person):
-            # the second waits, then finds them up to date or rebuilds them; never a race for a name.
-            resources.enter_context(job.cache.lock(job.outputs_key(), on_wait=lambda: reporter.info(
-                "waiting for another build of the same outputs to finish")))
+            resources.enter_context(job.lock_outputs())
             result = job.run()
         except BaseException:
             undo.finish(failed=True, keep_created=options.keep_on_failure)
@@ -88,12 +86,12 @@ class _Build:
         self.force = options.force
         self.stages: list[stages.Stage] = []
         self.versions: list[dict[str, Any]] = []  # every version of a versioned volume name, oldest first
+        self.held: int | None = None  # the version `imagebuilder versions --use` holds the alias at
 
     def run(self) -> BuildResult:
         accel = accelerator.choose(self.options.accel)
         self.reporter.info(f"accelerator: {accel}")
-        path = self.options.manifest_path or manifest.default_path(
-            self.recipe, self.file_out, self.recipe.output.pool if self.to_libvirt else None)
+        path = self.manifest_path()
         with self.reporter.stage("check"):
             current = self.current(path)
         if current is not None:
@@ -104,6 +102,10 @@ class _Build:
             self.force = True
             self.reporter.info("replacing the outputs of this recipe's earlier build")
         self.versions = list((earlier or {}).get("versions", []))
+        self.held = (earlier or {}).get("held")
+        if self.held is not None and self.held_volume() is None:
+            self.reporter.info(f"the alias was held at version {self.held}, which is gone: it follows new versions again")
+            self.held = None
         with self.reporter.stage("preflight"):
             self.preflight(accel)
         with self.reporter.stage("fetch"):
@@ -123,12 +125,14 @@ class _Build:
                 deployed = self.deploy(facts)
         if self.recipe.output.keep and self.versions:
             with self.reporter.stage("retention"):
-                retention.prune(self.versions, self.recipe.output.keep, self.template_of, self.reporter)
+                retention.prune(self.versions, self.recipe.output.keep, self.template_of, self.reporter, self.held)
         document = manifest.make(self.recipe, base, accel, facts, self.outputs, deployed, self.reporter.timings)
         document["stages"] = [{"name": s.name, "key": s.key, "own": s.own} for s in self.stages]
         document["requested"] = self.requested()
         if self.versions:
             document["versions"] = self.versions
+        if self.held is not None:
+            document["held"] = self.held
         manifest.write(document, path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
@@ -140,6 +144,17 @@ class _Build:
             return False
         return all(rebuild.stamp(o["path"]) == o.get("stamp") for o in earlier.get("outputs", [])
                    if o["type"] == "file")
+
+    def lock_outputs(self) -> AbstractContextManager[None]:
+        """One build of the same outputs at a time (two runs of one recipe, a timer and a person):
+        the second waits, then finds them up to date or rebuilds them; never a race for a name."""
+        return self.cache.lock(self.outputs_key(), on_wait=lambda: self.reporter.info(
+            "waiting for another build of the same outputs to finish"))
+
+    def manifest_path(self) -> Path:
+        """Where this build's manifest goes: --manifest, else beside the file, else the state directory."""
+        return self.options.manifest_path or manifest.default_path(
+            self.recipe, self.file_out, self.recipe.output.pool if self.to_libvirt else None)
 
     def outputs_key(self) -> str:
         """Names every output this build writes: the file, each volume, the domain."""
@@ -278,7 +293,14 @@ class _Build:
             self.undo.created(f"output file {self.file_out}", lambda: self.file_out.unlink(missing_ok=True))
             self.outputs.append({"type": "file", "path": str(self.file_out), "format": fmt, "digest": digest})
             self.reporter.info(f"image file: {self.file_out}")
-        self.outputs += libvirt_hosts.adopt_main(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
+        self.outputs += libvirt_hosts.adopt_main(self.hosts, work, fmt, digest, force, self.undo, self.reporter,
+                                                 held=self.held_volume())
+
+    def held_volume(self) -> str | None:
+        """The main volume of the version the alias is held at, if it is held."""
+        entry = next((e for e in self.versions if e["n"] == self.held), None) if self.held is not None else None
+        out = self.recipe.output
+        return versions.volume_of(entry, out.uri, out.pool) if entry else None
 
     def template_of(self, uri: str, pool: str) -> str | None:
         """The volume name template this recipe now has for pool at uri (None: not an output)."""
@@ -298,13 +320,21 @@ class _Build:
         return libvirt_hosts.deploy(self.hosts, self.recipe, facts, self.force, self.undo, self.reporter)
 
 
+@contextmanager
+def outputs_locked(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> Iterator[Path]:
+    """Hold the lock a build of the recipe holds on its outputs (no build runs meanwhile); yields
+    the path of the recipe's manifest."""
+    with ExitStack() as resources:
+        job = _Build(recipe, options, reporter, Undo(reporter), resources)
+        with job.lock_outputs():
+            yield job.manifest_path()
+
+
 def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str, Any]:
     """What a build would do now, stage by stage, with the reason for each stage that would run."""
     with ExitStack() as resources:
         job = _Build(recipe, options, reporter, Undo(reporter), resources)
-        path = options.manifest_path or manifest.default_path(
-            recipe, job.file_out, recipe.output.pool if job.to_libvirt else None)
-        earlier = rebuild.previous(path)
+        earlier = rebuild.previous(job.manifest_path())
         digest = job.base_identity.digest
         if digest is None:
             return {"up_to_date": False, "reason": "the base must be downloaded to know its digest",
@@ -343,4 +373,5 @@ def _version_plan(job: _Build, earlier: dict[str, Any] | None) -> dict[str, Any]
     if template is None:
         return {}
     history = (earlier or {}).get("versions", [])
-    return {"versions": versions.plan(template, job.recipe.output.keep, history, datetime.now(timezone.utc))}
+    return {"versions": versions.plan(template, job.recipe.output.keep, history, datetime.now(timezone.utc),
+                                      (earlier or {}).get("held"))}

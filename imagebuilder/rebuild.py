@@ -89,8 +89,9 @@ def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: A
                 return f"{output['path']} changed or is gone"
         elif not volume_exists(output):
             return f"volume {output['pool']}/{output['volume']} is gone"
-        elif output.get("alias") and _link(Path(output["path"]).with_name(output["alias"])) != output["volume"]:
-            return f"the alias {output['pool']}/{output['alias']} no longer names {output['volume']}"
+        elif output.get("alias") and _link(Path(output["path"]).with_name(output["alias"])) != \
+                (named := output.get("alias_names", output["volume"])):
+            return f"the alias {output['pool']}/{output['alias']} no longer names {named}"
         elif output.get("stamp") and not earlier.get("domain") and stamp(output["path"]) != output["stamp"]:
             return f"volume {output['pool']}/{output['volume']} changed"
     if earlier.get("domain") and not domain_exists(earlier["domain"]):

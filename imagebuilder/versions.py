@@ -83,11 +83,12 @@ def present(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [entry for entry in history if entry.get("state") != "deleted"]
 
 
-def plan(template: str, keep: int | None, history: list[dict[str, Any]], when: datetime) -> dict[str, Any]:
+def plan(template: str, keep: int | None, history: list[dict[str, Any]], when: datetime,
+         held: int | None = None) -> dict[str, Any]:
     """What a build now would do with versions: the next name, and the recorded volumes retention
-    would then try to delete."""
+    would then try to delete (never the held version)."""
     number = next_number(history)
-    doomed = beyond_keep(history + [{"n": number}], keep) if keep else []
+    doomed = [entry for entry in beyond_keep(history + [{"n": number}], keep) if entry["n"] != held] if keep else []
     return {"next": preview(template, when, number),
             "delete": [{key: volume[key] for key in ("uri", "pool", "volume")}
                        for entry in doomed for volume in entry.get("volumes", []) if not volume.get("deleted")]}
@@ -99,9 +100,9 @@ def beyond_keep(history: list[dict[str, Any]], keep: int) -> list[dict[str, Any]
     return alive[:max(len(alive) - keep, 0)]
 
 
-def listing(history: list[dict[str, Any]], alias_names: str | None) -> list[dict[str, Any]]:
+def listing(history: list[dict[str, Any]], alias_names: str | None, held: int | None = None) -> list[dict[str, Any]]:
     """One row per recorded version, newest first: number, time, short digest, state (with why a
-    version beyond keep is still there), its volumes, and whether the alias names it."""
+    version beyond keep is still there), its volumes, whether the alias names it and is held there."""
     rows = []
     for entry in reversed(history):
         names = [volume["volume"] for volume in entry.get("volumes", []) if not volume.get("deleted")]
@@ -110,5 +111,11 @@ def listing(history: list[dict[str, Any]], alias_names: str | None) -> list[dict
             state = f"kept: {'; '.join(entry['kept_because'])}"
         rows.append({"n": entry.get("n"), "built": entry.get("built", ""), "digest": short_digest(entry.get("digest", "")),
                      "state": state, "volumes": sorted(set(names)),
-                     "alias": alias_names is not None and alias_names in names})
+                     "alias": alias_names is not None and alias_names in names, "held": entry.get("n") == held})
     return rows
+
+
+def volume_of(entry: dict[str, Any], uri: str, pool: str) -> str | None:
+    """The volume of a version in pool at uri, unless it was deleted there."""
+    return next((volume["volume"] for volume in entry.get("volumes", [])
+                 if (volume["uri"], volume["pool"]) == (uri, pool) and not volume.get("deleted")), None)

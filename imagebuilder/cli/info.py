@@ -4,6 +4,7 @@ from a commands file, the version."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -58,22 +59,31 @@ def versions_command(
     manifest_path: Annotated[Optional[Path], typer.Option(
         "--manifest", help="The manifest of the recipe's builds (default: where build writes it).")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+    use: Annotated[Optional[str], typer.Option(
+        "--use", metavar="N|newest", help="Roll back: point the alias at version N and hold it there (builds go on "
+                                          "making versions but leave the alias); 'newest' releases the hold.")] = None,
 ) -> None:
     """List the versions of a versioned output volume that builds made: newest first, which one the
-    alias names, and which were deleted or kept beyond `keep` (and why)."""
-    from imagebuilder import manifest, rebuild, versions
+    alias names, and which were deleted or kept beyond `keep` (and why); --use rolls back."""
+    from imagebuilder import hold, manifest, rebuild, versions
     from imagebuilder.cli.common import echo_table
+    from imagebuilder.progress import Reporter
     with exit_on_error(json_output):
         loaded = recipe.load(path)
         if loaded.output.alias is None:
             raise InputError(f"{path}: output.volume '{loaded.output.volume}' has no placeholders, so builds of this "
                              "recipe make no versions")
+        if use is not None:
+            name = hold.use(loaded, use, manifest_path, Reporter("plain", sys.stderr))
+            typer.echo(f"the alias {loaded.output.alias} names {name}" +
+                       ("" if use == hold.NEWEST else f" (held at version {use}; `--use newest` releases it)"))
+            return
     where = manifest_path or manifest.default_path(loaded, None, loaded.output.pool)
     document = rebuild.previous(where) or {}
     main = next((o for o in document.get("outputs", []) if o.get("alias")), None)
     alias_path = Path(main["path"]).with_name(main["alias"]) if main else None
     names = str(alias_path.readlink()) if alias_path and alias_path.is_symlink() else None
-    rows = versions.listing(document.get("versions", []), names)
+    rows = versions.listing(document.get("versions", []), names, document.get("held"))
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -81,9 +91,10 @@ def versions_command(
         typer.echo(f"no versions recorded yet ({where})")
         return
     echo_table([["", "N", "BUILT", "DIGEST", "VOLUMES", "STATE"]] +
-               [["*" if row["alias"] else "", str(row["n"]), row["built"], row["digest"],
-                 " ".join(row["volumes"]) or "-", row["state"]] for row in rows])
-    typer.echo(f"* the version the alias {loaded.output.alias} names")
+               [[("*" if row["alias"] else "") + ("H" if row["held"] else ""), str(row["n"]), row["built"],
+                 row["digest"], " ".join(row["volumes"]) or "-", row["state"]] for row in rows])
+    typer.echo(f"* the version the alias {loaded.output.alias} names" +
+               ("; H: held there by `versions --use`" if document.get("held") is not None else ""))
 
 
 def ops(

@@ -195,9 +195,9 @@ def _created_volume(host: Host, undo: Undo) -> None:
 
 
 def adopt_main(hosts: list[Host], work: Path, fmt: str, digest: str, force: bool, undo: Undo,
-               reporter: Reporter) -> list[dict[str, Any]]:
+               reporter: Reporter, held: str | None = None) -> list[dict[str, Any]]:
     """Make the image, already in the main host's pool directory, its volume by a rename; then
-    point the alias of a versioned name at it."""
+    point the alias of a versioned name at it, unless the alias is held at the version `held`."""
     main = next((host for host in hosts if host.main and host.local_dir is not None), None)
     if main is None:
         return []
@@ -206,7 +206,11 @@ def adopt_main(hosts: list[Host], work: Path, fmt: str, digest: str, force: bool
     reporter.info(f"volume: {main.label} ({vol.path()}, written in place)")
     output = {"type": "volume", "uri": main.uri, "pool": main.pool_name, "volume": main.volume,
               "path": vol.path(), "format": fmt, "digest": digest, "method": "in place"}
-    if main.alias:
+    if main.alias and held:
+        reporter.info(f"alias: {main.pool_name}/{main.alias} stays held at {held} (`imagebuilder versions "
+                      "--use newest` releases it)")
+        output.update(alias=main.alias, alias_names=held)
+    elif main.alias:
         retention.point_alias(main.pool, main.local_dir, main.alias, main.volume, undo)
         reporter.info(f"alias: {main.pool_name}/{main.alias} -> {main.volume}")
         output["alias"] = main.alias

@@ -93,14 +93,19 @@ def record(hosts: list[Any], number: int, digest: str, when: datetime) -> dict[s
 
 
 def prune(history: list[dict[str, Any]], keep: int, template_of: Callable[[str, str], str | None],
-          reporter: Reporter) -> None:
+          reporter: Reporter, held: int | None = None) -> None:
     """Delete the versions beyond the newest `keep`: only recorded ones whose names still fit the
-    template, never one that a domain, an overlay or a process uses. Updates history in place."""
+    template, never the held one, nor one that a domain, an overlay or a process uses. Updates
+    history in place."""
     doomed = versions.beyond_keep(history, keep)
     if not doomed:
         reporter.info(f"{len(versions.present(history))} version(s), keep = {keep}: nothing to delete")
     for entry in doomed:
-        reasons = []
+        reasons = ["the alias is held at it (imagebuilder versions --use)"] if entry["n"] == held else []
+        if reasons:
+            entry["kept_because"] = reasons
+            reporter.info(f"kept version {entry['n']} beyond keep = {keep}: {reasons[0]}")
+            continue
         for volume in entry["volumes"]:
             if volume.get("deleted"):
                 continue

@@ -1,6 +1,6 @@
 """Versioned volumes (real builds into a throwaway pool): each build makes a new version, the alias
 names the newest and the domain's disk uses it, and versions beyond `keep` are deleted, except
-ones this tool did not make or something still uses."""
+ones this tool did not make, something still uses, or the alias is held at (a rollback)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
         remote_pool.refresh(0)
         return sorted(remote_pool.listVolumes())
 
+    def up_to_date() -> bool:
+        proc = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)
+        return proc.returncode == 0 and "is up to date" in proc.stdout
+
     def version_name(n: int) -> str:
         return next(v for v in volumes() if re.fullmatch(rf"{name}-\d{{8}}-{n}\.qcow2", v))
 
@@ -100,23 +104,34 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
             [(3, True, "present"), (2, False, "deleted"), (1, False, "kept")]
 
         overlay.delete(0)
-        again = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)
-        assert again.returncode == 0 and "is up to date" in again.stdout, again.stderr[-3000:]
-        assert volumes() == sorted([first, third, stranger, f"{name}.qcow2"]), "up to date: no version made or deleted"
+        assert up_to_date(), "no version made or deleted"
+        assert volumes() == sorted([first, third, stranger, f"{name}.qcow2"])
 
+        # roll back: the alias held at version 1; a build makes version 4 but leaves the alias, and
+        # retention spares the held version
+        rolled = run_cli("versions", str(recipe), "--use", "1", env=env)
+        assert rolled.returncode == 0 and os.readlink(pool_dir / f"{name}.qcow2") == first, rolled.stderr
+        assert up_to_date(), "the hold is recorded: the alias naming version 1 is no reason to build"
         write("four")
         planned = json.loads(run_cli("plan", str(recipe), "--cache-dir", str(tmp_path / "cache"), "--json",
                                      env=env).stdout)["versions"]
         assert re.fullmatch(rf"{name}-\d{{8}}-4\.qcow2", planned["next"])
-        assert sorted(old["volume"] for old in planned["delete"]) == sorted([first, third, third]), \
-            "version 1 here, version 3 here and on the target"
+        assert [old["volume"] for old in planned["delete"]] == [third, third], "version 3 here and on the target"
         build("four")
         fourth = version_name(4)
-        assert volumes() == sorted([fourth, stranger, f"{name}.qcow2"]), "its clone gone, version 1 goes too"
+        assert os.readlink(pool_dir / f"{name}.qcow2") == first, "held"
+        assert volumes() == sorted([first, fourth, stranger, f"{name}.qcow2"])
         assert remote_volumes() == [fourth]
+
+        released = run_cli("versions", str(recipe), "--use", "newest", env=env)
+        assert released.returncode == 0 and os.readlink(pool_dir / f"{name}.qcow2") == fourth, released.stderr
+        build("five")
+        fifth = version_name(5)
+        assert volumes() == sorted([fifth, stranger, f"{name}.qcow2"]), "neither used nor held, version 1 goes"
+        assert os.readlink(pool_dir / f"{name}.qcow2") == fifth
         history = json.loads(manifest.read_text())["versions"]
         assert [(e["n"], e["state"]) for e in history] == [(1, "deleted"), (2, "deleted"), (3, "deleted"),
-                                                            (4, "present")]
-        assert launches() == 4, "one appliance launch per build that made a version"
+                                                            (4, "deleted"), (5, "present")]
+        assert launches() == 5, "one appliance launch per build that made a version"
     finally:
         remove_domain(conn, name)

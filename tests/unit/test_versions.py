@@ -194,3 +194,16 @@ def test_the_listing_is_newest_first_and_marks_what_the_alias_names():
     assert [(r["n"], r["alias"], r["volumes"], r["state"]) for r in rows] == [
         (3, True, ["web-3"], "present"), (2, False, [], "deleted"), (1, False, ["web-1"], "kept: web-1 is used by x")]
     assert rows[0]["digest"] == "ab12ab12ab12"
+
+
+def test_the_held_version_is_neither_planned_for_deletion_nor_deleted():
+    history = [{"n": 1, "state": "present", "volumes": [{"uri": "u", "pool": "p", "volume": "web-1"}]},
+               {"n": 2, "state": "present", "volumes": [{"uri": "u", "pool": "p", "volume": "web-2"}]}]
+    assert versions.plan("web-{n}", 1, history, WHEN, held=1)["delete"] == [{"uri": "u", "pool": "p",
+                                                                             "volume": "web-2"}]
+    said = io.StringIO()
+    retention.prune(history[:1] + [{"n": 3, "state": "present", "volumes": []}], 1, lambda _u, _p: "web-{n}",
+                    Reporter("plain", said), held=1)
+    assert history[0]["state"] == "present" and "held" in history[0]["kept_because"][0]
+    assert "kept version 1 beyond keep = 1: the alias is held at it" in said.getvalue()
+    assert versions.listing(history, "web-1", held=1)[1]["held"]
