@@ -13,7 +13,7 @@ import typer
 
 from imagebuilder import recipe
 from imagebuilder.cli.common import (AccelOpt, CacheDirOpt, NoInlineSecretsOpt, RecipeArg, StrictPathsOpt,
-                                     exit_on_error, on_sigterm)
+                                     check_output_file, exit_on_error, on_sigterm)
 from imagebuilder.errors import EXIT_BUILT
 from imagebuilder.progress import Reporter
 
@@ -55,6 +55,7 @@ def build(
     reporter = Reporter("json" if json_output else None)
     signal.signal(signal.SIGTERM, on_sigterm)
     with exit_on_error(json_output):
+        check_output_file(output)
         loaded = recipe.load(path, strict_paths=strict_paths, inline_secrets=not no_inline_secrets)
         from imagebuilder.pipeline import BuildOptions, build as run_build
         options = BuildOptions(accel=accel, cache_dir=cache_dir, force=force, output_file=output,
@@ -108,6 +109,7 @@ def plan_command(
     """Show what `build` would do now: each stage cached or to run, and why (like a terraform plan)."""
     from imagebuilder.pipeline import BuildOptions, plan
     with exit_on_error(json_output):
+        check_output_file(output)
         loaded = recipe.load(path)
         result = plan(loaded, BuildOptions(cache_dir=cache_dir, output_file=output, manifest_path=manifest),
                       Reporter("plain", io.StringIO()))

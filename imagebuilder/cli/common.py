@@ -47,6 +47,18 @@ def exit_on_error(json_mode: bool = False) -> Iterator[None]:
         raise fail(exc, json_mode) from None
 
 
+def check_output_file(path: Path | None) -> None:
+    """--output is one fixed file name: versioned names are made for pool volumes only."""
+    from imagebuilder import versions
+    try:
+        versioned = path is not None and versions.is_template(path.name)
+    except ValueError:
+        versioned = True
+    if versioned:
+        raise InputError(f"--output {path}: versioned names (placeholders such as {{n}}) are made for "
+                         "output.volume only; give the file a fixed name")
+
+
 def on_sigterm(_signum: int, _frame: object) -> None:
     """SIGTERM handler: stop like Ctrl-C does, so that clean-up runs and the exit code says why."""
     raise Interrupted("stopped by SIGTERM")

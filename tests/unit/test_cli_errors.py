@@ -37,3 +37,12 @@ def test_ctrl_c_is_the_same_one_line_error_and_exit_130_for_every_command(tmp_pa
     monkeypatch.setattr("imagebuilder.recipe.load", interrupted)
     result = runner.invoke(app, [*command, str(write(tmp_path, MINIMAL))])
     assert (result.exit_code, result.output.strip()) == (130, "error: interrupted")
+
+
+@pytest.mark.parametrize("command", ["build", "plan"])
+def test_a_versioned_output_file_is_refused_before_any_work(tmp_path, command):
+    result = runner.invoke(app, [command, str(write(tmp_path, MINIMAL)), "-o", str(tmp_path / "web-{n}.qcow2")])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: --output {tmp_path}/web-{{n}}.qcow2: versioned names (placeholders such "
+                                     "as {n}) are made for output.volume only; give the file a fixed name")
+    assert list(tmp_path.iterdir()) == [tmp_path / "recipe.toml"]
