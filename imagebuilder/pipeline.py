@@ -5,6 +5,7 @@ This module owns clean-up: whatever a failed or interrupted build created is rem
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -140,7 +141,8 @@ class _Build:
     def replaces_own(self, earlier: dict[str, Any] | None) -> bool:
         """Whether the outputs in the way are the ones this recipe's earlier build made, untouched since
         (then a rebuild may replace them without --force; anything else still needs --force)."""
-        if not earlier or earlier.get("requested") != self.requested():
+        names = ("file", "volumes", "domain")
+        if not earlier or any((earlier.get("requested") or {}).get(k) != self.requested()[k] for k in names):
             return False
         return all(rebuild.stamp(o["path"]) == o.get("stamp") for o in earlier.get("outputs", [])
                    if o["type"] == "file")
@@ -164,10 +166,13 @@ class _Build:
                            else None}, sort_keys=True)
 
     def requested(self) -> dict[str, Any]:
-        """The outputs this build is asked for, to tell whether an earlier build made the same ones."""
+        """The outputs this build is asked for, to tell whether an earlier build made the same ones:
+        their names, and a digest of the [domain] settings (a changed domain is defined anew)."""
+        spec = self.recipe.domain
         return {"file": str(self.file_out) if self.file_out else None,
                 "volumes": [[h.uri, h.pool_name, h.template or h.volume] for h in self.hosts],
-                "domain": self.recipe.domain.name if self.recipe.domain else None}
+                "domain": spec.name if spec else None,
+                "domain_settings": hashlib.sha256(repr(spec).encode()).hexdigest()[:16] if spec else None}
 
     def current(self, manifest_path: Path) -> dict[str, Any] | None:
         """The earlier manifest, if its outputs already hold what this build would make (no download,

@@ -82,7 +82,8 @@ def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: A
     if stages[-1].get("key") != final_key:
         return "an input changed"
     if earlier.get("requested") != requested:
-        return "the outputs asked for changed"
+        changed = [key for key in requested if (earlier.get("requested") or {}).get(key) != requested[key]]
+        return "the [domain] settings changed" if changed == ["domain_settings"] else "the outputs asked for changed"
     for output in earlier.get("outputs", []):
         if output["type"] == "file":
             if stamp(output["path"]) != output.get("stamp"):

@@ -27,30 +27,12 @@ from imagebuilder.virt.domainxml import OSINFO_NS, DiskSpec, DomainSpec, domain_
 from imagebuilder.virt.wait import SerialLog, agent_exec, wait_for_agent, wait_for_serial
 from tests.integration.conftest import ROOT, run_cli
 from tests.integration.helpers import unique
-from tests.integration.virt_helpers import build_without_appliance, echo_image, forget_logs, volume_names
+from tests.integration.virt_helpers import (build_without_appliance, echo_image, echo_recipe_text, forget_logs,
+                                            volume_names)
 
 pytestmark = pytest.mark.integration
 
 URI = "qemu:///system"
-
-ECHO_RECIPE = """
-[image]
-name = "{name}"
-
-[base]
-path = "{image}"
-
-[disk]
-format = "raw"
-
-[output]
-pool = "{pool}"
-
-[domain]
-memory = "64M"
-agent = false
-{domain}
-"""
 
 
 @pytest.fixture
@@ -61,7 +43,7 @@ def echo_recipe(tmp_path, conn, pool):
 
     def write(domain_keys: str) -> object:
         path = tmp_path / "echo.toml"
-        path.write_text(ECHO_RECIPE.format(name=name, image=image, pool=pool.name(), domain=domain_keys))
+        path.write_text(echo_recipe_text(name, image, pool.name(), domain_keys))
         return path
 
     try:

@@ -11,10 +11,12 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from imagebuilder.errors import VirtError
 from imagebuilder.virt import clone
 from imagebuilder.virt.domain import remove_domain
 from tests.integration.conftest import run_cli
 from tests.integration.helpers import unique
+from tests.integration.virt_helpers import build_without_appliance, echo_image, echo_recipe_text
 
 pytestmark = pytest.mark.integration
 
@@ -133,5 +135,35 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
         assert [(e["n"], e["state"]) for e in history] == [(1, "deleted"), (2, "deleted"), (3, "deleted"),
                                                             (4, "deleted"), (5, "present")]
         assert launches() == 5, "one appliance launch per build that made a version"
+    finally:
+        remove_domain(conn, name)
+
+
+
+
+def echo_recipe(name, image, pool, text, timeout):
+    return echo_recipe_text(name, image, pool, output=f'volume = "{name}-{{n}}.raw"',
+                            domain=f'network = "none"\nwait = "serial:{text}"\ntimeout = "{timeout}"')
+
+
+def test_a_build_failing_after_the_alias_moved_puts_it_back(monkeypatch, tmp_path, conn, pool, pool_dir):
+    """The serial echo guest (no appliance): version 1 boots; version 2's wait fails after the alias
+    was moved to it, so the alias names version 1 again and version 2 is gone."""
+    name = unique("ver")
+    image = echo_image(tmp_path / "echo.img")
+    recipe = tmp_path / "echo.toml"
+    manifest = recipe.with_suffix(".manifest.json")
+    try:
+        recipe.write_text(echo_recipe(name, image, pool.name(), "OK", "60s"))
+        build_without_appliance(monkeypatch, recipe)
+        assert os.readlink(pool_dir / f"{name}.raw") == f"{name}-1.raw"
+
+        recipe.write_text(echo_recipe(name, image, pool.name(), "READY", "4s"))
+        with pytest.raises(VirtError, match="timed out after 4s waiting for 'READY'") as failed:
+            build_without_appliance(monkeypatch, recipe)
+        assert f"alias: {pool.name()}/{name}.raw -> {name}-2.raw" in failed.value.progress, "it had moved"
+        assert os.readlink(pool_dir / f"{name}.raw") == f"{name}-1.raw"
+        assert sorted(os.listdir(pool_dir)) == [f"{name}-1.raw", f"{name}.raw"], "no version 2, no temporary file"
+        assert [entry["n"] for entry in json.loads(manifest.read_text())["versions"]] == [1]
     finally:
         remove_domain(conn, name)

@@ -29,6 +29,13 @@ def echo_image(path: Path) -> Path:
     return path
 
 
+def echo_recipe_text(name: str, image: Path, pool: str, domain: str = "", output: str = "") -> str:
+    """A recipe whose raw image is the echo guest, published to pool, with a small [domain] (no agent);
+    `output` and `domain` are more lines for those sections."""
+    return (f'[image]\nname = "{name}"\n[base]\npath = "{image}"\n[disk]\nformat = "raw"\n'
+            f'[output]\npool = "{pool}"\n{output}\n[domain]\nmemory = "64M"\nagent = false\n{domain}\n')
+
+
 def build_without_appliance(monkeypatch, recipe_file: Path, facts: dict[str, str] | None = None,
                             on_customize=None, **options: Any) -> tuple[BuildResult, str]:  # noqa: ANN001
     """Run the real pipeline in this process with the customize stage replaced by a stub.
