@@ -25,11 +25,9 @@ from imagebuilder.run import run
 from imagebuilder.virt import connection, storage
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
 from imagebuilder.virt.spec import serial_log_path
-from imagebuilder.virt.wait import agent_exec, wait_for_agent
+from imagebuilder.virt.wait import agent_exec, wait_for_agent, wait_for_boot
 
 BOOT_TIMEOUT = 600
-# The agent answers early in boot; services a check asks about may still be starting.
-SETTLE = "command -v systemctl >/dev/null && systemctl is-system-running --wait >/dev/null; exit 0"
 
 
 def built_image(recipe: Recipe, image: Path | None) -> Path:
@@ -130,7 +128,7 @@ def _booted(recipe: Recipe, image: Path, fmt: str, accel: str, uri: str, checks:
                 try:
                     wait_for_agent(dom, recipe.domain.timeout if recipe.domain else BOOT_TIMEOUT, serial_log)
                     reporter.info("guest agent answered; waiting for the boot to finish")
-                    agent_exec(dom, ["/bin/sh", "-c", SETTLE], timeout=BOOT_TIMEOUT)
+                    wait_for_boot(dom, BOOT_TIMEOUT)
                     reporter.info("running command checks")
                     for check in checks:
                         report.outcomes.append(_command_check(dom, check))

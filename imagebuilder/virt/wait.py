@@ -228,8 +228,13 @@ def wait_ready(conn: libvirt.virConnect, dom: libvirt.virDomain, kind: str, text
             serial = None
     try:
         if kind == "agent":
+            deadline = time.monotonic() + timeout
             wait_for_agent(dom, timeout, serial)
-            return "the guest agent answered"
+            state = wait_for_boot(dom, deadline - time.monotonic())
+            if state == "degraded":
+                return "the guest agent answered; the boot finished degraded (`systemctl --failed` in the guest " \
+                       "names the failed units)"
+            return "the guest agent answered" + (f"; the boot finished ({state})" if state else "")
         if kind == "ssh":
             return f"SSH answered at {wait_for_ssh(dom, timeout, serial)}"
         if kind == "serial" and text and serial is not None:
@@ -254,12 +259,34 @@ def _decode(status: dict, key: str) -> str:
     return base64.b64decode(status.get(key, "")).decode("utf-8", errors="replace")
 
 
+class GuestExecUnavailable(VirtError):
+    """The guest agent does not run commands (guest-exec disabled, or no such program)."""
+
+
+# The agent answers early in boot; the services a user (or a check) wants may still be starting.
+_BOOT_SETTLE = "command -v systemctl >/dev/null || exit 0; systemctl is-system-running --wait"
+
+
+def wait_for_boot(dom: libvirt.virDomain, timeout: float) -> str | None:
+    """Once the agent answers: wait until systemd has finished booting; return the state it reached
+    (running, degraded, ...), or None where that cannot be asked (no systemd, no guest-exec).
+    VirtError if the boot has not finished within timeout."""
+    try:
+        _code, out, _err = agent_exec(dom, ["/bin/sh", "-c", _BOOT_SETTLE], timeout=max(timeout, 1))
+    except GuestExecUnavailable:
+        return None
+    return out.strip() or None
+
+
 def agent_exec(dom: libvirt.virDomain, argv: list[str],
                timeout: float = 60) -> tuple[int, str, str]:
     """Run argv in the guest; return (exit code, stdout, stderr). 128+N if killed by signal N."""
     if not argv:
         raise InputError("no command to run in the guest")
-    started = _agent(dom, "guest-exec", {"path": argv[0], "arg": argv[1:], "capture-output": True})
+    try:
+        started = _agent(dom, "guest-exec", {"path": argv[0], "arg": argv[1:], "capture-output": True})
+    except VirtError as exc:
+        raise GuestExecUnavailable(exc.message) from None
     pid = started["pid"]
     deadline = time.monotonic() + timeout
     delay = 0.1

@@ -25,7 +25,7 @@ import pytest
 from imagebuilder import accel
 from imagebuilder.errors import VirtError
 from imagebuilder.guest import firstboot, ops
-from imagebuilder.virt.wait import agent_exec, read_serial_tail, wait_for_agent
+from imagebuilder.virt.wait import agent_exec, read_serial_tail, wait_for_agent, wait_for_boot
 from tests.integration.conftest import URI, run_cli
 from tests.integration.helpers import unique
 
@@ -379,6 +379,7 @@ def test_booted_guest_runs_firstboot_once_in_order(built, workdir):
         dom.create()
         wait_for_agent(dom, 900, serial_log)
         assert _wait_for_firstboot(dom, serial_log) == "active"
+        assert wait_for_boot(dom, 600) in ("running", "degraded"), "then every unit has started (ssh.service too)"
         assert _guest(dom, "cat", "/var/lib/ibtest-order") == "1\n2\n4\n"
         assert _guest(dom, "dpkg-query", "-W", "-f=${Status}", "sl") == "install ok installed"
         log = _guest(dom, "cat", firstboot.LOG_FILE)
@@ -411,7 +412,7 @@ def test_booted_guest_runs_firstboot_once_in_order(built, workdir):
                 pass  # the agent comes and goes while the guest reboots
             assert time.monotonic() < deadline, read_serial_tail(serial_log, 10)
             time.sleep(5)
-        agent_exec(dom, ["systemctl", "is-system-running", "--wait"], timeout=600)  # boot done (maybe degraded)
+        wait_for_boot(dom, 600)
         assert agent_exec(dom, ["systemctl", "is-active", f"{firstboot.SERVICE}.service"])[1].strip() == "inactive"
         assert _guest(dom, "cat", "/var/lib/ibtest-order") == "1\n2\n4\n"
         assert _guest(dom, "cat", firstboot.LOG_FILE) == log
