@@ -87,30 +87,12 @@ def golden_label(recipe: Recipe) -> str:
     return f"{recipe.output.pool}/{recipe.output.volume}"
 
 
-def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise VirtError(f"cannot look up domain {name}: {exc.get_error_message()}") from None
-
-
 def _ours(dom: libvirt.virDomain, golden: str, machine: str) -> dict[str, str] | None:
     """The domain's labels if this fleet made it, else None."""
     found = virt_clone.labels(dom)
     if found.get("role") == ROLE and found.get("golden") == golden and found.get("machine") == machine:
         return found
     return None
-
-
-def _volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
-    try:
-        return pool.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return None
-        raise VirtError(f"cannot look up volume {name}: {exc.get_error_message()}") from None
 
 
 # up
@@ -166,7 +148,7 @@ class _Up:
         missing: list[Machine] = []
         existing: list[tuple[Machine, libvirt.virDomain, dict[str, str]]] = []
         for machine in self.recipe.machines:
-            dom = _lookup(self.conn, machine.name)
+            dom = domain.find(self.conn, machine.name)
             if dom is None:
                 missing.append(machine)
                 continue
@@ -195,7 +177,7 @@ class _Up:
         specs = {}
         formats: dict[tuple[str, str], str] = {}
         for machine in missing:
-            if _volume(self.pool, machine.overlay) is not None:
+            if storage.find_volume(self.pool, machine.overlay) is not None:
                 raise BuildError(f"volume {machine.overlay} already exists in pool {self.pool.name()}, but there is "
                                  f"no machine {machine.name}; it is left alone (remove it, or rename the machine)")
             for data in machine.domain.disks:
@@ -293,7 +275,7 @@ class _Up:
         """The machine's seed volume: uploaded unless a volume of that content is there already.
         `undoable`: remove it if this run fails (a new machine's seed; not one an existing machine uses)."""
         seed = cloudinit.seed_for(self.recipe.cloud_init, machine.name, machine.hostname)
-        if _volume(self.pool, seed.volume) is not None:
+        if storage.find_volume(self.pool, seed.volume) is not None:
             self.reporter.info(f"{machine.name}: cloud-init seed {seed.volume} is there already")
             return seed
         with tempfile.TemporaryDirectory(prefix="imagebuilder-seed-") as tmp:
@@ -334,7 +316,7 @@ class _Up:
         pool = self.pool.name()
         if not old or (pool, old) not in virt_clone.cdrom_volumes(dom):
             return ["it has no cloud-init seed CD-ROM; destroy and `up` it again to give it one"]
-        existed = _volume(self.pool, seed.volume) is not None
+        existed = storage.find_volume(self.pool, seed.volume) is not None
         self.seed(machine, undoable=False)
         try:
             live = virt_clone.swap_cdrom(dom, (pool, old), (pool, seed.volume))
@@ -463,7 +445,7 @@ def down(recipe: Recipe, timeout: float, force: bool, reporter: Reporter) -> lis
     with connection.connect(recipe.output.uri) as conn:
         asked = []
         for machine in recipe.machines:
-            dom = _lookup(conn, machine.name)
+            dom = domain.find(conn, machine.name)
             if dom is None:
                 reporter.info(f"{machine.name}: not defined")
             elif _ours(dom, label, machine.name) is None:
@@ -512,10 +494,10 @@ def destroy(recipe: Recipe, keep_golden: bool, reporter: Reporter) -> list[str]:
     out, label = recipe.output, golden_label(recipe)
     removed: list[str] = []
     with connection.connect(out.uri) as conn:
-        pool = _pool(conn, out.pool)
-        golden = _volume(pool, out.volume) if pool is not None else None
+        pool = storage.find_pool(conn, out.pool)
+        golden = storage.find_volume(pool, out.volume) if pool is not None else None
         for machine in recipe.machines:
-            dom = _lookup(conn, machine.name)
+            dom = domain.find(conn, machine.name)
             if dom is None:
                 continue
             found = _ours(dom, label, machine.name)
@@ -549,17 +531,6 @@ def destroy(recipe: Recipe, keep_golden: bool, reporter: Reporter) -> list[str]:
     return removed
 
 
-def _pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool | None:
-    try:
-        pool = conn.storagePoolLookupByName(name)
-        pool.refresh(0)
-        return pool
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            return None
-        raise VirtError(f"cannot look up storage pool {name}: {exc.get_error_message()}") from None
-
-
 def _made_volumes(conn: libvirt.virConnect, found: dict[str, str], pool: libvirt.virStoragePool | None,
                   golden: libvirt.virStorageVol | None) -> list[tuple[libvirt.virStoragePool, str]]:
     """The volumes the machine's metadata says `up` made: those still attached to it or its seeds; the
@@ -568,7 +539,7 @@ def _made_volumes(conn: libvirt.virConnect, found: dict[str, str], pool: libvirt
         return []
     names = []
     overlay = found.get("overlay")
-    if overlay and (vol := _volume(pool, overlay)) is not None and golden is not None and \
+    if overlay and (vol := storage.find_volume(pool, overlay)) is not None and golden is not None and \
             virt_clone.backing_path(vol) == golden.path():
         names.append(overlay)
     names += found.get("disks", "").split()
@@ -637,10 +608,10 @@ def clone(uri: str | None, pool_name: str, volume: str, name: str, count: int, c
     plans = [(n, parse_steps(customize, n, base_dir or Path.cwd())) for n in names]
     accel = accelerator.choose(accel)
     with connection.connect(uri) as conn, _undoing(reporter) as undo:
-        pool = _pool(conn, pool_name)
+        pool = storage.find_pool(conn, pool_name)
         if pool is None:
             raise InputError(f"no storage pool {pool_name} at {conn.getURI()}")
-        golden = _volume(pool, volume)
+        golden = storage.find_volume(pool, volume)
         if golden is None:
             raise InputError(f"no volume {volume} in pool {pool_name} at {conn.getURI()}")
         if not connection.is_local(conn):
@@ -648,7 +619,7 @@ def clone(uri: str | None, pool_name: str, volume: str, name: str, count: int, c
                              f"({conn.getURI()} is not)")
         for clone_name in names:
             storage.check_volume_name(f"{clone_name}.qcow2")
-            if _volume(pool, f"{clone_name}.qcow2") is not None:
+            if storage.find_volume(pool, f"{clone_name}.qcow2") is not None:
                 raise BuildError(f"volume {clone_name}.qcow2 already exists in pool {pool_name}; it is left alone")
         golden_path = Path(golden.path())
         before = manifest.file_digest(golden_path)

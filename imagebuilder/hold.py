@@ -27,16 +27,15 @@ def use(recipe: Recipe, choice: str, manifest_path: Path | None, reporter: Repor
         entry, held = _chosen(history, choice, main)
         name = versions.volume_of(entry, main["uri"], main["pool"])
         with connection.connect(main["uri"]) as conn:
-            pool = conn.storagePoolLookupByName(main["pool"])
-            pool.refresh(0)
-            if not storage.volume_exists(pool, name):
+            pool = storage.find_pool(conn, main["pool"])
+            if pool is None or storage.find_volume(pool, name) is None:
                 raise BuildError(f"version {entry['n']} ({name}) is not in pool {main['pool']} any more")
             undo = Undo(reporter)
             retention.point_alias(pool, Path(main["path"]).parent, main["alias"], name, undo)
             undo.finish(failed=False)
             dom_name = (document.get("domain") or {}).get("name")
-            running = bool(dom_name) and domain.domain_exists(conn, dom_name) and \
-                bool(domain.lookup(conn, dom_name).isActive())
+            dom = domain.find(conn, dom_name) if dom_name else None
+            running = dom is not None and bool(dom.isActive())
         main["alias_names"] = name
         if held is None:
             document.pop("held", None)

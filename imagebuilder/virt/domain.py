@@ -42,15 +42,19 @@ def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
         raise _virt_error(f"cannot look up domain {name}", exc) from None
 
 
-def domain_exists(conn: libvirt.virConnect, name: str) -> bool:
-    """True if a domain `name` is defined or running."""
+def find(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
+    """The domain `name`, or None if there is none."""
     try:
-        conn.lookupByName(name)
+        return conn.lookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return False
+            return None
         raise _virt_error(f"cannot look up domain {name}", exc) from None
-    return True
+
+
+def domain_exists(conn: libvirt.virConnect, name: str) -> bool:
+    """True if a domain `name` is defined or running."""
+    return find(conn, name) is not None
 
 
 def define(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:

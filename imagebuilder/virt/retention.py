@@ -14,7 +14,7 @@ from typing import Any
 import libvirt
 
 from imagebuilder import versions
-from imagebuilder.errors import BuildError, VirtError
+from imagebuilder.errors import BuildError, ImageBuilderError, VirtError
 from imagebuilder.progress import Reporter
 from imagebuilder.undo import Undo
 from imagebuilder.virt import clone, connection, storage
@@ -113,7 +113,11 @@ def prune(history: list[dict[str, Any]], keep: int, template_of: Callable[[str, 
             if template is None or not versions.matches(template, volume["volume"]):
                 reasons.append(f"{volume['volume']} is no longer an output of this recipe")
                 continue
-            users = _delete_unused(volume)
+            try:
+                users = _delete_unused(volume)
+            except ImageBuilderError as exc:  # the build succeeded: keep the version, try next time
+                reasons.append(f"{volume['volume']} could not be checked or deleted: {exc.message}")
+                continue
             if users:
                 reasons.append(f"{volume['volume']} is used by {', '.join(users)}")
             else:
@@ -131,11 +135,9 @@ def prune(history: list[dict[str, Any]], keep: int, template_of: Callable[[str, 
 def _delete_unused(volume: dict[str, Any]) -> list[str]:
     """Delete the volume unless something uses it; returns the users (empty once deleted or gone)."""
     with connection.connect(volume["uri"]) as conn:
-        try:
-            pool = conn.storagePoolLookupByName(volume["pool"])
-            _refresh(pool)
-            vol = pool.storageVolLookupByName(volume["volume"])
-        except libvirt.libvirtError:
+        pool = storage.find_pool(conn, volume["pool"])
+        vol = storage.find_volume(pool, volume["volume"]) if pool is not None else None
+        if vol is None:
             return []  # the pool or the volume is gone already
         users = clone.users(conn, vol)
         if connection.is_local(conn):

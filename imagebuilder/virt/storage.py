@@ -48,6 +48,18 @@ def ensure_pool(conn: libvirt.virConnect, name: str, default_path: str = "/var/l
     return pool, False
 
 
+def find_pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool | None:
+    """The pool `name`, refreshed, or None if there is none."""
+    try:
+        pool = conn.storagePoolLookupByName(name)
+        pool.refresh(0)
+        return pool
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+            return None
+        raise _virt_error(f"cannot look up storage pool {name}", exc) from None
+
+
 def create_dir_pool(conn: libvirt.virConnect, name: str,
                     path: str | Path) -> libvirt.virStoragePool:
     """Define, build, start and autostart a directory pool at `path`."""
@@ -94,15 +106,19 @@ def local_target_dir(conn: libvirt.virConnect, pool: libvirt.virStoragePool) -> 
     return path if kind in ("dir", "fs") and is_local(conn) else None
 
 
-def volume_exists(pool: libvirt.virStoragePool, name: str) -> bool:
-    """True if the pool holds a volume `name` (as of the pool's last refresh)."""
+def find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+    """The volume `name` of the pool (as of its last refresh), or None if there is none."""
     try:
-        pool.storageVolLookupByName(name)
+        return pool.storageVolLookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return False
+            return None
         raise _virt_error(f"cannot look up volume {name}", exc) from None
-    return True
+
+
+def volume_exists(pool: libvirt.virStoragePool, name: str) -> bool:
+    """True if the pool holds a volume `name` (as of the pool's last refresh)."""
+    return find_volume(pool, name) is not None
 
 
 def volume_exists_in(conn: libvirt.virConnect, pool_name: str, name: str) -> bool:
