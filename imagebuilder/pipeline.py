@@ -93,12 +93,12 @@ class _Build:
         accel = accelerator.choose(self.options.accel)
         self.reporter.info(f"accelerator: {accel}")
         path = self.manifest_path()
+        earlier = rebuild.previous(path)
         with self.reporter.stage("check"):
-            current = self.current(path)
+            current = self.current(earlier)
         if current is not None:
             self.reporter.info(f"up to date: the outputs of the build recorded in {path} hold this result")
             return BuildResult(path, current, current.get("outputs", []), up_to_date=True)
-        earlier = rebuild.previous(path)
         if not self.force and self.replaces_own(earlier):
             self.force = True
             self.reporter.info("replacing the outputs of this recipe's earlier build")
@@ -174,10 +174,9 @@ class _Build:
                 "domain": spec.name if spec else None,
                 "domain_settings": hashlib.sha256(repr(spec).encode()).hexdigest()[:16] if spec else None}
 
-    def current(self, manifest_path: Path) -> dict[str, Any] | None:
+    def current(self, earlier: dict[str, Any] | None) -> dict[str, Any] | None:
         """The earlier manifest, if its outputs already hold what this build would make (no download,
         launch, conversion or upload needed); None when something must be built."""
-        earlier = rebuild.previous(manifest_path)
         if self.options.no_cache or earlier is None:
             return None
         digest = self.base_identity.digest
