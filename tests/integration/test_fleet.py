@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
 
-FLEET_RECIPE = """
+GOLDEN = """
 [image]
 name = "{golden}"
 
@@ -45,7 +45,9 @@ pool = "{pool}"
 memory = "{memory}"
 wait = "agent"
 timeout = "20m"
+"""
 
+FLEET_RECIPE = GOLDEN + """
 [fleet]
 count = 3
 name = "{prefix}-{{n}}"
@@ -212,21 +214,7 @@ def cloud_init_image(base_image, cache_dir) -> Path:
     return target
 
 
-CLOUD_FLEET = """
-[image]
-name = "{golden}"
-
-[base]
-path = "{base}"
-
-[output]
-pool = "{pool}"
-
-[domain]
-memory = "{memory}"
-wait = "agent"
-timeout = "20m"
-
+CLOUD_FLEET = GOLDEN + """
 [[machines]]
 name = "{name}"
 hostname = "{hostname}"
