@@ -4,7 +4,8 @@
 tolerant parser that only tracks *where* each key path is defined.  It knows
 enough TOML (strings of all four kinds, comments, arrays, inline tables,
 dotted keys, table and array-of-tables headers) to never mistake the content
-of a string or a comment for a key.
+of a string or a comment for a key.  `KeyLines` scans a document once and
+then answers any number of look-ups, so a recipe's validation costs one scan.
 """
 
 from __future__ import annotations
@@ -15,27 +16,37 @@ import tomllib
 
 Path = tuple[str | int, ...]
 
-__all__ = ["key_line", "parse_error_line"]
+__all__ = ["KeyLines", "key_line", "parse_error_line"]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ERROR_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 _SCALAR_END = ",]}#\r\n"
 
 
-def key_line(source: str, path: tuple[str | int, ...]) -> int | None:
-    """Return the 1-based line where `path` is defined in TOML `source`.
+class KeyLines:
+    """The lines of every key path of one TOML document: the source is scanned once, when made."""
 
-    `path` is a key path into the data `tomllib.loads(source)` returns; an
-    int indexes an array (of tables, of inline tables or of plain values).
-    If the full path is not found, the line of its longest prefix that is
-    found is returned; None if not even the first key is found.
-    """
-    lines = _Scanner(source).scan()
-    for end in range(len(path), 0, -1):
-        line = lines.get(tuple(path[:end]))
-        if line is not None:
-            return line
-    return None
+    def __init__(self, source: str) -> None:
+        self._lines = _Scanner(source).scan()
+
+    def line(self, path: Path) -> int | None:
+        """Return the 1-based line where `path` is defined.
+
+        `path` is a key path into the data `tomllib.loads(source)` returns; an
+        int indexes an array (of tables, of inline tables or of plain values).
+        If the full path is not found, the line of its longest prefix that is
+        found is returned; None if not even the first key is found.
+        """
+        for end in range(len(path), 0, -1):
+            line = self._lines.get(tuple(path[:end]))
+            if line is not None:
+                return line
+        return None
+
+
+def key_line(source: str, path: Path) -> int | None:
+    """The line of one key path in TOML `source` (see KeyLines.line); for many keys, make one KeyLines."""
+    return KeyLines(source).line(path)
 
 
 def parse_error_line(exc: tomllib.TOMLDecodeError) -> int | None:

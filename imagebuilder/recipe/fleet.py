@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from imagebuilder import tomlpos, units
+from imagebuilder import units
 from imagebuilder.guest import args
 from imagebuilder.recipe.domain import data_disks
 from imagebuilder.recipe.model import Domain, Interface, Machine, Output
@@ -79,7 +79,7 @@ def _machine(table: Table, template: Domain) -> Machine:
         except ValueError:
             raise table.error("name", f"'{name}' is not a valid host name; add hostname = \"…\"") from None
     domain = _machine_domain(table, template, name)
-    line = tomlpos.key_line(table.loader.source, table.path + ("name",))
+    line = table.loader.line(table.path + ("name",))
     table.finish()
     return Machine(name, hostname, domain, line)
 
@@ -127,7 +127,7 @@ def _fleet_machines(fleet: Table, template: Domain) -> list[Machine]:
     if first < 0:
         raise fleet.error("first", "must be 0 or more")
     fleet.finish()
-    line = tomlpos.key_line(fleet.loader.source, ("fleet", "count"))
+    line = fleet.loader.line(("fleet", "count"))
     machines = []
     for number in range(first, first + count):
         name = pattern.format(n=number)

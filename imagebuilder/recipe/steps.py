@@ -5,7 +5,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from imagebuilder import tomlpos
 from imagebuilder.errors import RecipeError
 from imagebuilder.guest import commands_file, ops, sysprep
 from imagebuilder.guest.args import ArgContext
@@ -34,7 +33,7 @@ def parse_steps(loader: Loader, items: list[Any], ctx: ArgContext) -> list[Step]
             close = difflib.get_close_matches(op_name.replace("-", "_"), list(ops.REGISTRY), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else " (see `imagebuilder ops`)"
             raise loader.error(where + (op_name,), f"unknown operation{hint}")
-        line = tomlpos.key_line(loader.source, where + (op_name,))
+        line = loader.line(where + (op_name,))
         step_ctx = ctx.fresh()
         try:
             arg = op.parse(item[op_name], step_ctx)

@@ -6,6 +6,7 @@ Also the checks of names that more than one section takes (libvirt names, volume
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -88,16 +89,24 @@ def _type_name(kind: type) -> str:
 
 
 class Loader:
-    """The recipe file and its text: turns a key path into an error at that key's line."""
+    """The recipe file and its text: turns a key path into its line, or into an error at that line."""
 
     def __init__(self, file: Path, source: str):
         self.file, self.source = file, source
         self.display = str(file)
 
+    @functools.cached_property
+    def _key_lines(self) -> tomlpos.KeyLines:
+        return tomlpos.KeyLines(self.source)  # the one scan of the source, when a line is first asked for
+
+    def line(self, path: tuple[str | int, ...]) -> int | None:
+        """The line of the key at `path` (or of its longest prefix found)."""
+        return self._key_lines.line(path)
+
     def error(self, path: tuple[str | int, ...], problem: str) -> RecipeError:
         """The error about the key at `path` (such as ("steps", 0, "upload")), with its line."""
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path).replace(".[", "[")
-        return RecipeError(self.display, tomlpos.key_line(self.source, path), key or None, problem)
+        return RecipeError(self.display, self.line(path), key or None, problem)
 
 
 def check_name(value: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from imagebuilder import tomlpos, units
+from imagebuilder import units
 from imagebuilder.checks import Check
 from imagebuilder.guest import args
 from imagebuilder.recipe.tables import Loader, Table
@@ -24,7 +24,7 @@ def parse_tests(loader: Loader, items: list[Any]) -> tuple[Check, ...]:
                               "a test checks exactly one of 'command', 'file' or 'package'")
         kind = kinds[0]
         subject = table.get(kind, str)
-        line = tomlpos.key_line(loader.source, ("tests", index, kind))
+        line = loader.line(("tests", index, kind))
         if kind == "command":
             stdout = table.convert("stdout", str, _check_regex)
             check = Check(name=table.get("name", str, subject), line=line, command=subject,
