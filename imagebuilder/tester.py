@@ -15,14 +15,14 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from imagebuilder import disk
+from imagebuilder import accel as accelerator, disk
 from imagebuilder.checks import Check, Outcome, Report, judge_command
 from imagebuilder.errors import BuildError, InputError
-from imagebuilder.guest.session import GuestSession
+from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.run import run
-from imagebuilder.virt import connection, storage
+from imagebuilder.virt import boot, connection, storage
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
 from imagebuilder.virt.spec import serial_log_path
 from imagebuilder.virt.wait import agent_exec, wait_for_agent, wait_for_boot
@@ -78,7 +78,7 @@ def run_checks(recipe: Recipe, image: Path, accel: str, reporter: Reporter, uri:
 
 
 def _offline(image: Path, fmt: str, accel: str, checks: list[Check], report: Report) -> None:
-    with GuestSession(image, fmt, accel, network=False, readonly=True) as g:
+    with GuestSession(Drive(image, fmt, readonly=True), accel, network=False) as g:
         roots = g.inspect_os()
         if len(roots) != 1:
             raise BuildError(f"{image}: expected one operating system, inspection found {len(roots)}")
@@ -124,8 +124,10 @@ def _booted(recipe: Recipe, image: Path, fmt: str, accel: str, uri: str, checks:
         with connection.connect(uri) as conn:
             pool = conn.storagePoolCreateXML(_transient_pool_xml(f"imagebuilder-test-{suffix}", scratch), 0)
             try:
-                dom = conn.createXML(domain_xml(_throwaway_spec(recipe, name, pool.name(), accel, serial_log)), 0)
+                spec = _throwaway_spec(recipe, name, pool.name(), accelerator.effective(accel), serial_log)
+                dom = conn.createXML(domain_xml(spec), 0)
                 try:
+                    dom, _accel = boot.watch(conn, dom, reporter.info)
                     wait_for_agent(dom, recipe.domain.timeout if recipe.domain else BOOT_TIMEOUT, serial_log)
                     reporter.info("guest agent answered; waiting for the boot to finish")
                     wait_for_boot(dom, BOOT_TIMEOUT)

@@ -26,7 +26,7 @@ from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.customize import selinux_relabel
 from imagebuilder.guest.inspect import inspect_and_mount
 from imagebuilder.guest.ops import REGISTRY
-from imagebuilder.guest.session import GuestSession
+from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Step
 
@@ -55,7 +55,8 @@ def personalize(clones: list[CloneDisk], accel: str, reporter: Reporter, network
     names = ", ".join(clone.name for clone in clones)
     reporter.info(f"personalizing {names} in one libguestfs appliance ({accel}{', network on' if network else ''})")
     try:
-        with GuestSession(clones[0].path, "qcow2", accel, network, more=tuple(c.path for c in clones[1:])) as g:
+        drives = [Drive(clone.path, "qcow2", f"clone{index}") for index, clone in enumerate(clones, 1)]
+        with GuestSession(drives, accel, network, say=reporter.info) as g:
             devices = g.list_devices()
             layout, facts = _layout(g, devices)
             for device, clone in zip(devices, clones):
@@ -66,7 +67,7 @@ def personalize(clones: list[CloneDisk], accel: str, reporter: Reporter, network
     except _Unmappable as exc:
         reporter.info(f"{exc}: libguestfs inspection instead, one appliance per clone")
     for clone in clones:
-        with GuestSession(clone.path, "qcow2", accel, network) as g:
+        with GuestSession(Drive(clone.path, "qcow2"), accel, network, say=reporter.info) as g:
             ctx = GuestContext(g, reporter)
             inspect_and_mount(ctx)
             _apply(ctx, clone)

@@ -9,7 +9,7 @@ from imagebuilder.guest import layout, passwords, sysprep
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.inspect import inspect_and_mount
 from imagebuilder.guest.ops import REGISTRY
-from imagebuilder.guest.session import GuestSession
+from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.sources.base import BaseImage
@@ -24,7 +24,7 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
     """
     first, end = steps or (0, len(recipe.steps))
     reporter.info(f"starting the libguestfs appliance ({accel}{', network on' if recipe.network else ''})")
-    with GuestSession(disk, fmt, accel, network=recipe.network) as g:
+    with GuestSession(Drive(disk, fmt), accel, network=recipe.network, say=reporter.info) as g:
         ctx = GuestContext(g, reporter)
         if first == 0:
             _lay_out(ctx, recipe, base, grown)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from imagebuilder.errors import GuestError
 from imagebuilder.guest.context import GuestContext
-from imagebuilder.guest.session import GuestSession
+from imagebuilder.guest.session import Drive, GuestSession
 
 
 def inspect_and_mount(ctx: GuestContext) -> dict[str, str]:
@@ -36,7 +36,7 @@ def inspect_and_mount(ctx: GuestContext) -> dict[str, str]:
 
 def describe_image(path: Path, fmt: str, accel: str) -> dict[str, object]:
     """What inspection finds in an image, opened read-only: partitions, filesystems, operating systems."""
-    with GuestSession(path, fmt, accel, network=False, readonly=True) as g:
+    with GuestSession(Drive(path, fmt, readonly=True), accel, network=False) as g:
         systems = []
         for root in g.inspect_os():
             systems.append({

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
 from imagebuilder.guest.context import GuestContext
 
-DEVICE = "/dev/sda"
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ESP_SECTORS = 128 * 2048
-GRUB_ATTEMPTS = 4
 _GRUB_DEFAULTS = {
     "GRUB_TIMEOUT": "1",
     "GRUB_CMDLINE_LINUX_DEFAULT": '"console=tty0 console=ttyS0,115200n8 net.ifnames=0"',
@@ -36,13 +33,14 @@ def install_rootfs(ctx: GuestContext, tarball: Path, hostname: str) -> None:
     where growing it later is an in-place operation.
     """
     g = ctx.g
-    g.part_init(DEVICE, "gpt")
-    g.part_add(DEVICE, "p", 2048, 4095)
-    g.part_set_gpt_type(DEVICE, 1, BIOS_BOOT_TYPE)
-    g.part_add(DEVICE, "p", 4096, 4096 + ESP_SECTORS - 1)
-    g.part_set_gpt_type(DEVICE, 2, ESP_TYPE)
-    g.part_add(DEVICE, "p", 4096 + ESP_SECTORS, -34)
-    esp, root = f"{DEVICE}2", f"{DEVICE}3"
+    disk = g.device()
+    g.part_init(disk, "gpt")
+    g.part_add(disk, "p", 2048, 4095)
+    g.part_set_gpt_type(disk, 1, BIOS_BOOT_TYPE)
+    g.part_add(disk, "p", 4096, 4096 + ESP_SECTORS - 1)
+    g.part_set_gpt_type(disk, 2, ESP_TYPE)
+    g.part_add(disk, "p", 4096 + ESP_SECTORS, -34)
+    esp, root = f"{disk}2", f"{disk}3"
     g.mkfs("vfat", esp)
     g.mkfs("ext4", root)
     g.mount(root, "/")
@@ -56,35 +54,14 @@ def install_rootfs(ctx: GuestContext, tarball: Path, hostname: str) -> None:
     g.write("/etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     g.write("/etc/network/interfaces", _INTERFACES)
     g.write("/etc/default/grub", _grub_defaults(g.read_file("/etc/default/grub").decode()))
-    ctx.reporter.info("installing the GRUB boot loader for BIOS and UEFI")
-    _grub_install_bios(ctx)
+    # grub-install runs inside the appliance, where the kernel may have named the image's disk
+    # differently from libguestfs's API (the appliance's own disk can be /dev/sda there).
+    target = g.kernel_device()
+    ctx.reporter.info(f"installing the GRUB boot loader for BIOS (on {target}, the image's disk in the appliance) "
+                      "and UEFI")
+    g.command(["grub-install", "--target=i386-pc", target])
     g.command(["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--removable", "--no-nvram"])
     g.command(["update-grub"])
-
-
-def _grub_install_bios(ctx: GuestContext) -> None:
-    """grub-install for BIOS, into the BIOS boot partition.
-
-    Seen twice under heavy load, in about a hundred builds: grub-install, right after the disk was
-    partitioned and formatted, did not find the BIOS boot partition ("embedding is not possible"),
-    and once a plain retry failed the same way. So each retry first writes the partition's type
-    again, flushes the appliance's caches and waits a little; grub's own words are kept in the
-    progress log for the case that this does not cure.
-    """
-    g = ctx.g
-    for attempt in range(1, GRUB_ATTEMPTS + 1):
-        g.sync()
-        g.drop_caches(3)
-        try:
-            g.command(["grub-install", "--target=i386-pc", DEVICE])
-            return
-        except GuestError as exc:
-            if attempt == GRUB_ATTEMPTS or "embedding is not possible" not in exc.message:
-                raise
-            ctx.reporter.info(f"grub-install did not see the BIOS boot partition ({exc.message}); "
-                              f"writing its type again and retrying ({attempt + 1}/{GRUB_ATTEMPTS})")
-        time.sleep(attempt)
-        g.part_set_gpt_type(DEVICE, 1, BIOS_BOOT_TYPE)
 
 
 def _grub_defaults(text: str) -> str:
@@ -103,22 +80,23 @@ def expand_root(ctx: GuestContext, hint: str | None = None, lv_hint: str | None 
     holds the root filesystem) takes the new space, like `--lv-expand`. Returns what was grown.
     """
     g = ctx.g
-    parts = g.part_list(DEVICE)
+    disk = g.device()
+    parts = g.part_list(disk)
     if not parts:
         raise GuestError("the disk has no partition table to expand")
     last = _partition_to_expand(parts, hint)
-    partition = f"{DEVICE}{last['part_num']}"
+    partition = f"{disk}{last['part_num']}"
     fstype = g.vfs_type(partition)
     if fstype != "LVM2_member" and fstype not in _GROWABLE:
         raise GuestError(f"cannot expand {partition}: it holds '{fstype or 'no filesystem'}', "
                          "and expansion needs the root filesystem (or its LVM volume) on the last partition")
-    sectors = g.blockdev_getsz(DEVICE)
-    if g.part_get_parttype(DEVICE) == "gpt":
-        g.part_expand_gpt(DEVICE)
+    sectors = g.blockdev_getsz(disk)
+    if g.part_get_parttype(disk) == "gpt":
+        g.part_expand_gpt(disk)
         end = sectors - 34
     else:
         end = sectors - 1
-    g.part_resize(DEVICE, last["part_num"], end)
+    g.part_resize(disk, last["part_num"], end)
     if fstype != "LVM2_member":
         _grow_filesystem(g, partition, fstype)
         return partition
@@ -171,9 +149,9 @@ def _partition_to_expand(parts: list[dict], hint: str | None) -> dict:
                          "(such as /dev/sda3)")
     chosen = next((p for p in parts if p["part_num"] == int(match.group(1))), None)
     if chosen is None:
-        numbers = ", ".join(f"{DEVICE}{p['part_num']}" for p in sorted(parts, key=lambda p: p["part_num"]))
+        numbers = ", ".join(f"/dev/sda{p['part_num']}" for p in sorted(parts, key=lambda p: p["part_num"]))
         raise GuestError(f"the template's expand hint {hint} names no partition of the disk ({numbers})")
     if chosen is not last:
-        raise GuestError(f"the template's expand hint {hint} is not the last partition ({DEVICE}{last['part_num']} "
+        raise GuestError(f"the template's expand hint {hint} is not the last partition (/dev/sda{last['part_num']} "
                          "follows it); growing it would mean moving partitions, which imagebuilder does not do")
     return chosen

@@ -1,4 +1,4 @@
-"""The libguestfs handle: one appliance, errors turned into GuestError naming the call."""
+"""The libguestfs handle: one appliance, watched while it boots, errors turned into GuestError naming the call."""
 
 from __future__ import annotations
 
@@ -6,54 +6,110 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import guestfs
 
+from imagebuilder import accel as accelerator
 from imagebuilder.errors import GuestError
+from imagebuilder.guest.launch import LaunchWatch, qemu_children
 
 log = logging.getLogger(__name__)
 
 
+IMAGE = "image"  # the label of the disk being built; others are labelled too (clone1, …)
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A disk to attach. Its label names it inside the appliance too (/dev/disk/guestfs/LABEL), so
+    programs run there reach the right disk whatever order the appliance's kernel found them in."""
+
+    path: Path
+    fmt: str
+    label: str = IMAGE
+    readonly: bool = False
+
+
 class GuestSession:
-    """A launched appliance with one disk attached; use as a context manager (shutdown, then close).
+    """A launched appliance with the drives attached; use as a context manager (shutdown, then close).
 
     Every guestfs call made through this object raises GuestError('NAME: message') on failure.
+    The launch is watched (see launch.LaunchWatch); under KVM, a launch that hangs or dies before the
+    appliance's kernel runs is tried again once under TCG, and KVM is marked unusable on this host.
+    `accel` says afterwards what the appliance really ran under.
     """
 
-    def __init__(self, disk: Path, fmt: str, accel: str, network: bool, readonly: bool = False,
-                 more: tuple[Path, ...] = ()):
-        self.disk, self.fmt, self.accel, self.network, self.readonly = disk, fmt, accel, network, readonly
-        self.more = more  # further disks of the same format (/dev/sdb …): the clones of one launch
+    def __init__(self, drives: Drive | Sequence[Drive], accel: str, network: bool,
+                 say: Callable[[str], None] | None = None):
+        self.drives = (drives,) if isinstance(drives, Drive) else tuple(drives)
+        self.accel, self.network = accel, network
+        self.say = say or log.warning
         self._g: Any = None
         self._abort: AbortOnSignal | None = None
+        self._devices: dict[str, str] = {}
 
     def __enter__(self) -> GuestSession:
-        g = guestfs.GuestFS(python_return_dict=True)
-        self._g = g
         self._abort = AbortOnSignal()  # a Ctrl-C or SIGTERM ends the appliance at once, even mid-call
         try:
-            g.set_backend("direct")
-            if self.accel == "tcg":
-                g.set_backend_settings(["force_tcg"])
-            g.set_network(self.network)
-            for disk in (self.disk, *self.more):
-                if self.readonly:
-                    g.add_drive_opts(str(disk), format=self.fmt, readonly=True)
-                else:
-                    g.add_drive_opts(str(disk), format=self.fmt, cachemode="unsafe", discard="besteffort")
-            log.debug("launching the libguestfs appliance (%s)", self.accel)
-            g.launch()
-        except RuntimeError as exc:
-            self._close()
-            raise GuestError(f"starting the libguestfs appliance failed: {exc}",
-                             hint="run libguestfs-test-tool to see what is wrong") from None
+            try:
+                self._launch(accelerator.effective(self.accel))
+            except _KvmLaunchFailed as failed:
+                self.say(f"the libguestfs appliance did not boot under KVM ({failed}); trying again under TCG")
+                self._launch("tcg")
+                accelerator.demote(f"the libguestfs appliance did not boot under KVM: {failed}")
+                self.say("KVM is marked unusable on this host; later builds use TCG (`imagebuilder doctor` "
+                         "tells more)")
         except BaseException:
             self._close()
             raise
         return self
+
+    def _launch(self, accel: str) -> None:
+        """Attach the drives and launch under accel, watched; GuestError (or _KvmLaunchFailed) if it fails."""
+        g = self._g = guestfs.GuestFS(python_return_dict=True)
+        watch = LaunchWatch(_bound(accel))
+        try:
+            g.set_backend("direct")
+            if accel == "tcg":
+                g.set_backend_settings(["force_tcg"])
+            g.set_network(self.network)
+            for drive in self.drives:
+                options = {"readonly": True} if drive.readonly else {"cachemode": "unsafe", "discard": "besteffort"}
+                g.add_drive_opts(str(drive.path), format=drive.fmt, label=drive.label, **options)
+            g.set_verbose(True)  # the console is what the watchdog watches; the callback keeps it off stderr
+            g.set_event_callback(watch.console, guestfs.EVENT_APPLIANCE)
+            g.set_event_callback(_library_message, guestfs.EVENT_LIBRARY)
+            log.debug("launching the libguestfs appliance (%s)", accel)
+            with watch:
+                g.launch()
+        except RuntimeError as exc:
+            self._close_handle()
+            first = (str(exc).strip().splitlines() or ["it failed"])[0]
+            if watch.stalled:
+                message = f"its console showed nothing new for {watch.seconds:.0f}s (last: {watch.last_words()!r})"
+            else:
+                message = f"{first}; last on its console: {watch.last_words()!r}"
+            if accel == "kvm" and (watch.stalled or not watch.banner):
+                raise _KvmLaunchFailed(message) from None
+            raise GuestError(f"starting the libguestfs appliance failed: {message}",
+                             hint="run libguestfs-test-tool to see what is wrong") from None
+        g.set_verbose(False)
+        self.accel = accel
+
+    def device(self, label: str = IMAGE) -> str:
+        """The API name (/dev/sdX) of the disk with this label."""
+        if not self._devices:
+            self._devices = self.list_disk_labels()
+        return self._devices[label]
+
+    def kernel_device(self, label: str = IMAGE) -> str:
+        """The appliance kernel's own name of the disk with this label, for programs run in the guest
+        (libguestfs translates device names for its API calls only). Needs a mounted root with readlink."""
+        return self.command(["readlink", "-f", f"/dev/disk/guestfs/{label}"]).strip()
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._g is None:
@@ -66,12 +122,15 @@ class GuestSession:
             raise GuestError(f"shutting down the appliance failed: {err}") from None
         self._close()
 
-    def _close(self) -> None:
+    def _close_handle(self) -> None:
         g, self._g = self._g, None
+        if g is not None:
+            g.close()
+
+    def _close(self) -> None:
         abort, self._abort = self._abort, None
         try:
-            if g is not None:
-                g.close()
+            self._close_handle()
         finally:
             if abort is not None:
                 abort.stop()
@@ -86,6 +145,22 @@ class GuestSession:
                 raise GuestError(f"{name}: {exc}") from None
 
         return call
+
+
+def _library_message(_event: int, _handle: int, buf: str, _array: list) -> None:
+    """libguestfs's own messages while it launches (supermin, the qemu command line): for -v only."""
+    log.debug("libguestfs: %s", buf.rstrip())
+
+
+def _bound(accel: str) -> float | None:
+    """How long the appliance's console may stay silent while it boots: the watchdog's bound under KVM;
+    under TCG, where nothing is left to fall back to, four times that (TCG is slow, never stuck)."""
+    seconds = accelerator.watchdog_seconds()
+    return seconds if accel == "kvm" or seconds is None else seconds * 4
+
+
+class _KvmLaunchFailed(Exception):
+    """The appliance hung, or died before its kernel ran, under KVM: worth a try under TCG."""
 
 
 class AbortOnSignal:
@@ -140,14 +215,8 @@ class AbortOnSignal:
 
 def _kill_qemu_children() -> None:
     """SIGKILL this process's children that are qemu (the appliance); supermin and others are spared."""
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    for pid in qemu_children():
         try:
-            children = (task / "children").read_text().split()
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             continue
-        for pid in map(int, children):
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().startswith("qemu"):
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                continue

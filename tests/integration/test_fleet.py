@@ -19,7 +19,7 @@ import libvirt
 import libvirt_qemu
 import pytest
 
-from imagebuilder.guest.session import GuestSession
+from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.virt.clone import backing_path, cdrom_volumes, labels
 from imagebuilder.virt.domain import domain_exists, remove_domain
 from imagebuilder.virt.wait import agent_exec
@@ -149,8 +149,8 @@ def test_three_clones_boot_with_their_own_identity(tmp_path, conn, pool, base_im
     assert f"cloned {golden}.qcow2: {adhoc}.qcow2" in out and "unchanged: sha256:" in err
     assert sha256(Path(gold.path())) == before
     pool.refresh(0)
-    with GuestSession(Path(pool.storageVolLookupByName(f"{adhoc}.qcow2").path()), "qcow2", "tcg", False,
-                      readonly=True) as g:
+    with GuestSession(Drive(Path(pool.storageVolLookupByName(f"{adhoc}.qcow2").path()), "qcow2", readonly=True),
+                      "tcg", False) as g:
         root = g.inspect_os()[0]
         g.mount_ro(root, "/")
         assert g.cat("/etc/role") == f"{adhoc} was here"

@@ -266,16 +266,20 @@ def test_hint_selects_the_partition_and_must_be_last():
 
 
 class FakeGuest:
-    """Records the calls expand_root makes on a GPT disk whose root (ext4) is partition 3."""
+    """Records the calls expand_root makes on a GPT disk whose root (ext4) is partition 3; the image
+    is the appliance's second disk, as when another disk was attached before it."""
 
     def __init__(self):
         self.calls = []
+
+    def device(self):
+        return "/dev/sdb"
 
     def part_list(self, device):
         return GPT
 
     def vfs_type(self, device):
-        return "ext4" if device == "/dev/sda3" else "vfat"
+        return "ext4" if device == "/dev/sdb3" else "vfat"
 
     def part_get_parttype(self, device):
         return "gpt"
@@ -289,9 +293,9 @@ class FakeGuest:
 
 def test_expand_root_grows_the_hinted_partition():
     g = FakeGuest()
-    assert layout.expand_root(GuestContext(g, Reporter("plain")), "/dev/sda3") == "/dev/sda3"
-    assert ("part_resize", "/dev/sda", 3, (4 << 30) // 512 - 34) in g.calls
-    assert ("resize2fs", "/dev/sda3") in g.calls
+    assert layout.expand_root(GuestContext(g, Reporter("plain")), "/dev/sda3") == "/dev/sdb3"
+    assert ("part_resize", "/dev/sdb", 3, (4 << 30) // 512 - 34) in g.calls
+    assert ("resize2fs", "/dev/sdb3") in g.calls
     with pytest.raises(GuestError, match="not the last partition"):
         layout.expand_root(GuestContext(FakeGuest(), Reporter("plain")), "/dev/sda2")
 

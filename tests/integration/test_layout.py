@@ -1,0 +1,65 @@
+"""The bootstrap layout addresses the image's disk by its label, not by a name: with another disk
+attached before it, GRUB still goes onto the image, the other disk stays untouched, and the image
+boots by itself under libvirt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imagebuilder import accel
+from imagebuilder.cache import Cache
+from imagebuilder.guest import layout
+from imagebuilder.guest.context import GuestContext
+from imagebuilder.guest.session import Drive, GuestSession
+from imagebuilder.progress import Reporter
+from imagebuilder.run import run
+from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
+from imagebuilder.virt.spec import serial_log_path
+from imagebuilder.virt.wait import agent_exec, wait_for_agent
+from tests.integration.helpers import unique
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024**2
+
+
+def _bootstrap_tarball(base_image, cache_dir):
+    """The root filesystem tarball the session's base image was made from (in the shared cache)."""
+    digest = json.loads(base_image.with_suffix(".manifest.json").read_text())["base"]["digest"]
+    tarball = Cache(cache_dir).lookup("bootstrap", f"{digest.removeprefix('sha256:')}.tar")
+    assert tarball is not None, "the base image's bootstrap tarball is not in the test cache"
+    return tarball
+
+
+def test_layout_lands_on_the_image_when_another_disk_comes_first(base_image, cache_dir, conn, pool, pool_dir):
+    tarball = _bootstrap_tarball(base_image, cache_dir)
+    other, image = pool_dir / "other.raw", pool_dir / "image.qcow2"
+    with open(other, "wb") as file:
+        file.truncate(64 * MiB)
+    run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "3G"])
+    chosen = accel.choose("auto")
+    with GuestSession([Drive(other, "raw", "other"), Drive(image, "qcow2")], chosen, network=False) as g:
+        assert g.device() == "/dev/sdb" and g.device("other") == "/dev/sda"
+        layout.install_rootfs(GuestContext(g, Reporter("plain")), tarball, "layout-test")
+        g.umount_all()
+        chosen = g.accel
+    with open(other, "rb") as file:
+        assert not any(file.read()), "the disk attached before the image was written to"
+
+    name = unique("layout")
+    pool.refresh(0)
+    spec = DomainSpec(name=name, memory_bytes=1 << 30, vcpus=1, disks=(DiskSpec(pool.name(), image.name),),
+                      accel=chosen, serial_log=serial_log_path(name))
+    dom = conn.createXML(domain_xml(spec), 0)
+    try:
+        wait_for_agent(dom, 600, spec.serial_log)
+        code, out, _ = agent_exec(dom, ["cat", "/etc/hostname"])
+        assert (code, out.strip()) == (0, "layout-test")
+        code, out, _ = agent_exec(dom, ["findmnt", "-no", "SOURCE", "/"])
+        assert (code, out.strip()) == (0, "/dev/vda3")
+    finally:
+        dom.destroy()
+        Path(spec.serial_log).unlink(missing_ok=True)
