@@ -42,7 +42,8 @@ from imagebuilder.guest.ops import REGISTRY
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Machine, Recipe, Step
 from imagebuilder.undo import Undo
-from imagebuilder.virt import capabilities, clone as virt_clone, connection, domain, network, osinfo, storage, wait
+from imagebuilder.virt import (boot, capabilities, clone as virt_clone, connection, domain, network, osinfo,
+                               storage, wait)
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, NicSpec, domain_xml, generate_mac, validate_xml
 from imagebuilder.virt.spec import format_size, serial_log_path
 
@@ -215,7 +216,8 @@ class _Up:
         if seed is not None:
             labels.update({"seed": seed.volume, "seed-sha256": seed.digest})
         return DomainSpec(
-            name=d.name, memory_bytes=d.memory, vcpus=d.vcpus, disks=tuple(disks), nics=nics, accel=self.accel,
+            name=d.name, memory_bytes=d.memory, vcpus=d.vcpus, disks=tuple(disks), nics=nics,
+            accel=accelerator.effective(self.accel),
             cpu=d.cpu, machine=d.machine, firmware=d.firmware, graphics=d.graphics, listen=d.listen, video=d.video,
             memballoon=d.memballoon, rng=d.rng, agent=d.agent, serial_log=serial_log_path(d.name),
             osinfo_id=d.osinfo or self.os_id, uuid=str(uuidlib.uuid4()),
@@ -345,8 +347,8 @@ class _Up:
         while pending or booting:
             while pending and len(booting) < limit:
                 machine, dom = pending.pop(0)
-                domain.start(dom)
-                self.reporter.info(f"{machine.name}: started")
+                dom, accel = boot.start(self.conn, dom, self.reporter.info)
+                self.reporter.info(f"{machine.name}: started ({accel})")
                 self.result.started.append(machine.name)
                 booting.append((machine, dom))
             machine, dom = booting.pop(0)

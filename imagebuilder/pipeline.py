@@ -90,8 +90,8 @@ class _Build:
         self.held: int | None = None  # the version `imagebuilder versions --use` holds the alias at
 
     def run(self) -> BuildResult:
-        accel = accelerator.choose(self.options.accel)
-        self.reporter.info(f"accelerator: {accel}")
+        accel, why = accelerator.decide(self.options.accel)
+        self.reporter.info(f"accelerator: {accel} ({why})")
         path = self.manifest_path()
         earlier = rebuild.previous(path)
         with self.reporter.stage("check"):
@@ -116,6 +116,8 @@ class _Build:
             work, grown, done = self.prepare(base)
         with self.reporter.stage("customize"):
             facts = self.customize(work, accel, base, grown, done)
+        if accelerator.effective(accel) != accel:
+            accel, why = accelerator.decide(self.options.accel)
         with self.reporter.stage("publish"):
             self.publish(work)
         for output in self.outputs:
@@ -128,6 +130,7 @@ class _Build:
             with self.reporter.stage("retention"):
                 retention.prune(self.versions, self.recipe.output.keep, self.template_of, self.reporter, self.held)
         document = manifest.make(self.recipe, base, accel, facts, self.outputs, deployed, self.reporter.timings)
+        document["accelerator_reason"] = why
         document["stages"] = [{"name": s.name, "key": s.key, "own": s.own} for s in self.stages]
         document["requested"] = self.requested()
         if self.versions:

@@ -46,7 +46,7 @@ def vm_start(
     timeout: Annotated[str, typer.Option(help="How long to wait, e.g. 300s or 10m.")] = "10m",
 ) -> None:
     """Start (boot) a defined domain, and optionally wait until it is ready."""
-    from imagebuilder.virt import connection, domain, wait as waiting
+    from imagebuilder.virt import boot, connection, domain, wait as waiting
     try:
         kind, text = recipe.parse_wait(wait)
     except ValueError as exc:
@@ -57,9 +57,12 @@ def vm_start(
         dom = domain.lookup(conn, name)
         if dom.isActive():
             message = f"{name} is already running"
-        else:
+        elif kind == "none":
             domain.start(dom)
             message = f"started {name}"
+        else:
+            dom, accel = boot.start(conn, dom, lambda line: typer.echo(line, err=True))
+            message = f"started {name} ({accel})"
         if kind != "none":
             log = domain.serial_log_of(dom) if connection.is_local(conn) else None
             message += f"; {waiting.wait_ready(conn, dom, kind, text, seconds, log)}"

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import versions
+from imagebuilder import accel as accelerator, versions
 from imagebuilder.errors import BuildError, ImageBuilderError
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.undo import Undo
-from imagebuilder.virt import capabilities, clone, connection, domain, network, retention, storage, wait
+from imagebuilder.virt import boot, capabilities, clone, connection, domain, network, retention, storage, wait
 from imagebuilder.virt.domainxml import DomainSpec, domain_xml, validate_xml
 from imagebuilder.virt.spec import domain_spec, format_size, serial_log_path
 
@@ -90,9 +90,16 @@ def preflight(hosts: list[Host], recipe: Recipe, accel: str, force: bool, resour
                 _check_replaceable(host, host.alias, force)
         elif not host.template:
             _check_replaceable(host, host.volume, force)
-        host.accel = accel if local else capabilities.host_accel(host.conn)
+        host.accel = _accel(host, accel if local else capabilities.host_accel(host.conn))
         if host.define and recipe.domain:
             _check_domain_host(host, recipe, force, reporter)
+
+
+def _accel(host: Host, offered: str) -> str:
+    """The accelerator for domains on host: what it offers, unless KVM was found to hang there."""
+    if connection.is_local(host.conn):
+        return accelerator.effective(offered)
+    return "tcg" if accelerator.remote_demoted(host.uri) else offered
 
 
 def _check_replaceable(host: Host, name: str, force: bool) -> None:
@@ -227,15 +234,15 @@ def deploy(hosts: list[Host], recipe: Recipe, facts: dict[str, str], force: bool
     defined = []
     for host in hosts:
         if host.define:
+            host.accel = _accel(host, host.accel)  # a hang under KVM may have been found since the preflight
             defined.append(_define(host, recipe, facts, force, undo, reporter))
     main = next((entry for entry in defined if entry["host"].main), None)
     result: dict[str, Any] = {"name": spec.name, "started": False, "wait": spec.wait}
     if main:
         host, dom, dspec = main["host"], main["dom"], main["spec"]
-        result.update(_describe(host, dspec))
         if spec.start:
-            domain.start(dom)
-            reporter.info(f"started domain {spec.name} at {host.uri}")
+            dom, host.accel = boot.start(host.conn, dom, reporter.info)
+            reporter.info(f"started domain {spec.name} at {host.uri} ({host.accel})")
             result["started"] = True
             if spec.wait != "none":
                 what = {"agent": "the guest agent", "ssh": "SSH",
@@ -244,6 +251,7 @@ def deploy(hosts: list[Host], recipe: Recipe, facts: dict[str, str], force: bool
                 local_log = dspec.serial_log if connection.is_local(host.conn) else None
                 seen = wait.wait_ready(host.conn, dom, spec.wait, spec.wait_text, spec.timeout, local_log)
                 reporter.info(f"{seen}: the domain is ready")
+        result.update(_describe(host, dspec))
     result["targets"] = [_describe(entry["host"], entry["spec"]) for entry in defined if not entry["host"].main]
     return result
 

@@ -52,6 +52,7 @@ class SerialLog:
 
     def __init__(self, path: str):
         self.path = path
+        self.seen = 0  # bytes read so far: grows while the guest prints
         self._offset = 0
         self._raw = b""
 
@@ -66,6 +67,7 @@ class SerialLog:
         except OSError:
             new = b""
         self._offset += len(new)
+        self.seen += len(new)
         self._raw = (self._raw + new)[-_TAIL_BYTES:]
         return clean(self._raw.decode("utf-8", errors="replace"))
 
@@ -91,6 +93,7 @@ class ConsoleLog(SerialLog):
 
     def _append(self, data: bytes) -> None:
         with self._lock:
+            self.seen += len(data)
             self._raw = (self._raw + data)[-_TAIL_BYTES:]
 
     def text(self) -> str:

@@ -28,6 +28,13 @@ _SCRIPT = """
 for dir in /run/libvirt /var/lib/libvirt /etc/libvirt /var/cache/libvirt /var/log/libvirt; do
     mount -t tmpfs -o mode=0755 tmpfs "$dir"
 done
+# no virtlogd in here: qemu writes its own logs (domains start, and log their serial consoles)
+echo 'stdio_handler = "file"' > /etc/libvirt/qemu.conf
+mkdir /var/log/libvirt/qemu
+if [ -n "$6" ]; then
+    mount --bind /usr/bin/qemu-system-x86_64 "$7"
+    mount --bind "$6" /usr/bin/qemu-system-x86_64
+fi
 exec "$4" -c "$5" libvirtd $3 --config "$1" --pid-file "$2"
 """
 
@@ -59,9 +66,10 @@ class LoopbackLibvirtd:
     through a unix socket in its work directory instead of TCP.
     """
 
-    def __init__(self, private_network: bool = False) -> None:
+    def __init__(self, private_network: bool = False, qemu: Path | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="ibtest-remote-libvirtd-"))
         self.private_network = private_network
+        self.qemu = qemu  # stands for this host's qemu-system-x86_64 in the daemon's namespace
         self.port = _free_port()
         if private_network:
             self.uri = f"qemu+unix:///system?socket={self.workdir}/run/libvirt-sock"
@@ -85,12 +93,14 @@ class LoopbackLibvirtd:
         # reaps every process it started (dnsmasq, qemu), so nothing can outlive the fixture.
         namespaces = ["--mount", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"]
         namespaces += ["--net"] if self.private_network else []
+        if self.qemu:
+            self.real_qemu.touch()
         output = open(self.workdir / "output.log", "wb")
         try:
             self.proc = subprocess.Popen(
                 ["unshare", *namespaces, "--propagation", "private", "/bin/sh", "-ec", _SCRIPT, "sh",
                  str(config), str(self.workdir / "libvirtd.pid"), "" if self.private_network else "--listen",
-                 sys.executable, _INIT],
+                 sys.executable, _INIT, str(self.qemu or ""), str(self.real_qemu)],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             output.close()
@@ -106,6 +116,12 @@ class LoopbackLibvirtd:
                     self.stop()
                     raise RuntimeError(f"the loopback libvirtd does not answer at {self.uri}: {self.log_tail()}")
                 time.sleep(0.3)
+
+    @property
+    def real_qemu(self) -> Path:
+        """With `qemu` given: where the real qemu-system-x86_64 is reachable in the daemon's namespace
+        (an empty file on this host, bound over there)."""
+        return self.qemu.parent / "qemu-real" if self.qemu else Path("")
 
     def log_tail(self) -> str:
         """The end of what the daemon wrote, for failure messages."""
