@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from imagebuilder.cli import build, cache, fleet, info, schedule, templates, vm
+from imagebuilder.cli import build, cache, doctor, fleet, info, schedule, templates, vm
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Build customized VM images from TOML recipes and boot them under libvirt.")
@@ -26,6 +26,7 @@ app.command("clone")(fleet.clone_command)
 app.command()(info.ops)
 app.command()(info.convert)
 app.command()(info.version)
+app.command()(doctor.doctor)
 app.add_typer(cache.app, name="cache")
 app.add_typer(templates.app, name="templates")
 app.add_typer(schedule.app, name="schedule")

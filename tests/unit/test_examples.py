@@ -79,10 +79,10 @@ def _imagebuilder_calls() -> list[tuple[str, list[str]]]:
     return calls
 
 
-def test_both_pipelines_validate_build_and_test_the_golden_recipe():
+def test_both_pipelines_check_the_runner_then_validate_build_and_test_the_golden_recipe():
     for name in (".gitlab-ci.yml", "github-actions.yml"):
         commands = [args[0] for where, args in _imagebuilder_calls() if where.startswith(name)]
-        assert commands == ["validate", "build", "test"], name
+        assert commands == ["doctor", "validate", "build", "test"], name
     for text in (CI / ".gitlab-ci.yml").read_text(), (CI / "github-actions.yml").read_text():
         assert "scripts/setup.sh" in text and "IMAGEBUILDER_ACCEL" in text and "/dev/kvm" in text
         assert 'RECIPE: "recipes/golden.toml"' in text or "RECIPE: recipes/golden.toml" in text
