@@ -30,11 +30,23 @@ URI = "qemu:///system"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    """Run the imagebuilder command line in a child process, as a user would."""
+            timeout: float = 780) -> subprocess.CompletedProcess[str]:
+    """Run the imagebuilder command line in a child process, as a user would. Past `timeout` (inside
+    the per-test limit) it gets SIGTERM, as from `systemctl stop`, so that it cleans up; then SIGKILL."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "imagebuilder.cli", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+    argv = [sys.executable, "-m", "imagebuilder.cli", *args]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env,
+                          cwd=cwd or ROOT, stdin=subprocess.DEVNULL) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")
