@@ -1,7 +1,7 @@
 """A small HTTP file server on 127.0.0.1 for download tests.
 
 It supports Range (unless told to ignore it), ETag/Last-Modified validators with 304 answers,
-can cut a response off after some bytes, and records every request with the body bytes it sent
+can cut a response off after some bytes or hold it there until the test says go, and records every request with the body bytes it sent
 (before answering it, so that a client that has its answer finds the request in the log).
 """
 
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHUNK = 64 << 10
+HOLD_LIMIT = 600  # seconds a held response waits at most for the test to release it
 
 
 @dataclass
@@ -36,6 +37,15 @@ class Behaviour:
     ignore_range: bool = False
     cut_after: dict[str, int] = field(default_factory=dict)   # path -> bytes, applies once
     delay: float = 0.0                                         # seconds to pause after each 64 KiB sent
+    hold_after: dict[str, int] = field(default_factory=dict)   # path -> bytes: then wait for `release`
+    held: threading.Event = field(default_factory=threading.Event)      # set once a response is held
+    release: threading.Event = field(default_factory=threading.Event)   # set by the test to go on
+
+    def hold(self, path: str, after: int) -> None:
+        """Hold the next response for path after `after` body bytes, until `release` is set."""
+        self.held.clear()
+        self.release.clear()
+        self.hold_after[path] = after
 
 
 class FileServer:
@@ -109,9 +119,14 @@ class FileServer:
         request.send_header("Last-Modified", modified)
         request.end_headers()
         limit = self.behaviour.cut_after.pop(request.path, None)
+        hold = self.behaviour.hold_after.pop(request.path, None)
         with open(path, "rb") as handle:
             handle.seek(start)
             while chunk := handle.read(CHUNK):
+                if hold is not None and served.sent >= hold:
+                    hold = None
+                    self.behaviour.held.set()
+                    self.behaviour.release.wait(HOLD_LIMIT)
                 if limit is not None and served.sent + len(chunk) > limit:
                     chunk = chunk[: limit - served.sent]
                 try:

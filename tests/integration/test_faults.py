@@ -6,10 +6,12 @@ after: the files in the cache, work, output, pool and temporary directories, the
 involved, the domains of the test's names, and the processes whose command line names one of the
 test's directories (qemu, qemu-img, the appliance). Then the next build must work with the same cache.
 
-Most builds run the real command line in a process of its own with only the customize stage replaced
-by a pause (tests/integration/stub_cli.py), so a fault costs seconds. Those that need the appliance
-itself (killing it, a failing run_command, a signal while it runs, secrets, its network) use the tiny
-guest of tinyguest.py.
+Every build runs the command line in a process of its own, as a user would. Faults before the
+customize stage need no appliance at all. The tiny guest of tinyguest.py makes appliance work
+cheap: killing the appliance, a failing run_command, a signal while it runs, secrets, and one real
+"next build" after a fault of each stage. Where a test is about a later stage (a signal while
+publishing or deploying) or about locks, the customize stage is replaced by a pause
+(tests/integration/stub_cli.py) and the test's name says so (`customize_stubbed`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from pathlib import Path
 import pytest
 
 from imagebuilder.cache import Cache
-from imagebuilder.errors import ImageBuilderError
 from imagebuilder.virt.connection import connect
 from imagebuilder.virt.domain import remove_domain
 from imagebuilder.virt.storage import create_dir_pool, remove_pool
@@ -39,8 +40,9 @@ from tests.integration.conftest import ROOT
 from tests.integration.helpers import sha256, unique
 from tests.integration.httpserver import FileServer
 from tests.integration.loopback import LoopbackLibvirtd, make_pool_dir
+from tests.integration.tcpproxy import HoldingProxy
 from tests.integration.tinyguest import make_tiny_guest
-from tests.integration.virt_helpers import build_without_appliance, echo_image, forget_logs
+from tests.integration.virt_helpers import echo_image, forget_logs
 
 pytestmark = pytest.mark.integration
 
@@ -116,9 +118,10 @@ class Watch:
 # --- the command line in a process of its own -----------------------------------------------------
 
 class Child:
-    """`imagebuilder ARGS` (or the stubbed CLI) running; its stderr lines are collected as they come."""
+    """`imagebuilder ARGS` running (`stub`: with the customize stage replaced by a pause); its stderr
+    lines are collected as they come."""
 
-    def __init__(self, args: list[str], env: dict[str, str], stub: bool = True):
+    def __init__(self, args: list[str], env: dict[str, str], *, stub: bool):
         module = "tests.integration.stub_cli" if stub else "imagebuilder.cli"
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT, env={**os.environ, **env},
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -236,9 +239,11 @@ def images(tmp_path_factory):
     (root / "mirror" / "disk.raw").symlink_to(disk)
     big = random_disk(make_pool_dir("ibtest-big-") / "big.raw", 256 * MiB, 256 * MiB)
     tiny = make_tiny_guest(make_pool_dir("ibtest-tiny-") / "tiny.qcow2")
+    shutil.copy(tiny, root / "tiny.qcow2")
     echo = echo_image(make_pool_dir("ibtest-echo-") / "echo.img")
     echo.chmod(0o644)
-    yield {"root": root, "disk": disk, "digest": f"sha256:{sha256(disk)}", "big": big, "tiny": tiny, "echo": echo}
+    yield {"root": root, "disk": disk, "digest": f"sha256:{sha256(disk)}", "big": big, "tiny": tiny, "echo": echo,
+           "tiny_digest": f"sha256:{sha256(tiny)}"}
     for image in (big, tiny, echo):
         shutil.rmtree(image.parent)
 
@@ -260,13 +265,20 @@ def build_args(recipe: Path, cache: Path, *more: str) -> list[str]:
             *more]
 
 
-def next_build_works(tmp_path: Path, env: dict[str, str], cache: Path, url: str, digest: str) -> None:
-    """A build after the fault, with the same cache, succeeds (and its base is the right one)."""
-    recipe = url_recipe(tmp_path / "next.toml", unique("next"), url, digest, '[output]\npath = "next/next.qcow2"\n')
-    child = Child(build_args(recipe, cache), env)
+def next_build_works(tmp_path: Path, env: dict[str, str], cache: Path, server: FileServer, images: dict, *,
+                     customize: str) -> None:
+    """A build after the fault, with the same cache, succeeds (and its base is the right one).
+    customize="real": of the tiny guest, through the appliance; "stubbed": of disk.raw, without it."""
+    real = customize == "real"
+    name, digest = ("tiny.qcow2", images["tiny_digest"]) if real else ("disk.raw", images["digest"])
+    recipe = url_recipe(tmp_path / "next.toml", unique("next"), server.url(name), digest,
+                        '[output]\npath = "next/next.qcow2"\n')
+    child = Child(build_args(recipe, cache), env, stub=not real)
     assert child.finish() == 0, child.stderr[-3000:]
     entry = Cache(cache).lookup("images", digest.replace(":", "-"))
     assert entry is not None and f"sha256:{sha256(entry)}" == digest
+    if real:
+        assert "found 12 (debian 12)" in child.stderr or "found Debian" in child.stderr, child.stderr[-2000:]
     shutil.rmtree(tmp_path / "next")
 
 
@@ -285,12 +297,13 @@ def test_download_cut_off_and_server_gone(tmp_path, sandbox, images, server):
                         '[output]\npath = "out/cut.qcow2"\n')
     watch = Watch([cache, out, tmp_path / "tmp"], markers=[str(tmp_path)])
     before = watch.state()
+    server.behaviour.hold("/disk.raw", 3 * MiB)
     server.behaviour.cut_after["/disk.raw"] = 3 * MiB
-    server.behaviour.delay = 0.01
 
-    child = Child(build_args(recipe, cache), env)
-    child.until(lambda: server.sending.get("/disk.raw", 0) >= 3 * MiB, what="3 MiB sent")
+    child = Child(build_args(recipe, cache), env, stub=False)
+    child.until(server.behaviour.held.is_set, what="3 MiB sent")
     server.__exit__()   # the server goes away: every retry is refused
+    server.behaviour.release.set()  # and the held response ends there: the download is cut off
 
     assert child.finish() == 1
     assert re.match(r"error: downloading http://127\.0\.0\.1:\d+/disk\.raw failed after \d attempts: ",
@@ -299,7 +312,7 @@ def test_download_cut_off_and_server_gone(tmp_path, sandbox, images, server):
     with Cache(cache).index() as index:
         assert index == {}
     with FileServer(images["root"]) as again:
-        next_build_works(tmp_path, env, cache, again.url("disk.raw"), images["digest"])
+        next_build_works(tmp_path, env, cache, again, images, customize="real")
 
 
 def test_checksum_mismatch(tmp_path, sandbox, images, server, conn, pool, pool_dir):
@@ -311,13 +324,13 @@ def test_checksum_mismatch(tmp_path, sandbox, images, server, conn, pool, pool_d
     watch = Watch([cache, pool_dir, tmp_path / "tmp"], [pool], conn, markers=[str(tmp_path), str(pool_dir)])
     before = watch.state()
 
-    child = Child(build_args(recipe, cache), env)
+    child = Child(build_args(recipe, cache), env, stub=False)
 
     assert child.finish() == 1
     assert last_error(child) == (f"error: checksum mismatch for {server.url('disk.raw')}: expected {wrong}, "
                                  f"got {images['digest']}")
     watch.assert_nothing_left(before)
-    next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
+    next_build_works(tmp_path, env, cache, server, images, customize="stubbed")
 
 
 def test_cache_on_a_full_disk(tmp_path, sandbox, images, server):
@@ -328,14 +341,14 @@ def test_cache_on_a_full_disk(tmp_path, sandbox, images, server):
         watch = Watch([cache, tmp_path / "out", tmp_path / "tmp"], markers=[str(tmp_path)])
         before = watch.state()
 
-        child = Child(build_args(recipe, cache), env)
+        child = Child(build_args(recipe, cache), env, stub=False)
 
         assert child.finish() == 1
         assert last_error(child).startswith(f"error: no space left on the filesystem of {cache}/images while "
                                             "writing the download of disk.raw (hint: free space there")
         watch.assert_nothing_left(before)
         subprocess.run(["mount", "-o", "remount,size=64m", str(cache)], check=True)  # space freed
-        next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
+        next_build_works(tmp_path, env, cache, server, images, customize="stubbed")
 
 
 def test_output_directory_full(tmp_path, sandbox, images, server):
@@ -347,14 +360,14 @@ def test_output_directory_full(tmp_path, sandbox, images, server):
         watch = Watch([cache, out, tmp_path / "tmp"], markers=[str(tmp_path)])
         before = watch.state()
 
-        child = Child(build_args(recipe, cache), env)
+        child = Child(build_args(recipe, cache), env, stub=False)
 
         assert child.finish() == 1
         assert re.match(rf"error: no space left on the filesystem of {out} while writing the qcow2 image "
                         r"\..*\.imagebuilder-part \(hint: ", last_error(child))
         watch.assert_nothing_left(before, fetched=True)
         assert list(out.iterdir()) == []
-    next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
+    next_build_works(tmp_path, env, cache, server, images, customize="real")
 
 
 def test_pool_full(request, tmp_path, sandbox, images, server, conn):
@@ -371,7 +384,7 @@ def test_pool_full(request, tmp_path, sandbox, images, server, conn):
             watch = Watch([cache, pool_dir, tmp_path / "tmp"], [pool], conn, markers=[str(tmp_path), str(pool_dir)])
             before = watch.state()
 
-            child = Child(build_args(recipe, cache), env)
+            child = Child(build_args(recipe, cache), env, stub=False)
 
             assert child.finish() == 1
             assert re.match(rf"error: no space left on the filesystem of {pool_dir} while writing", last_error(child))
@@ -379,7 +392,7 @@ def test_pool_full(request, tmp_path, sandbox, images, server, conn):
             assert list(pool_dir.iterdir()) == []
         finally:
             remove_pool(conn, name)
-    next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
+    next_build_works(tmp_path, env, cache, server, images, customize="stubbed")
 
 
 # --- libvirt --------------------------------------------------------------------------------------
@@ -393,7 +406,7 @@ def test_libvirtd_unreachable_before_any_work(tmp_path, sandbox, images, server)
     watch = Watch([cache, tmp_path / "tmp"], markers=[str(tmp_path)])
     before = watch.state()
 
-    child = Child(build_args(recipe, cache), env)
+    child = Child(build_args(recipe, cache), env, stub=False)
 
     assert child.finish() == 1
     assert last_error(child).startswith(f"error: cannot connect to libvirt at {uri}: ")
@@ -402,9 +415,10 @@ def test_libvirtd_unreachable_before_any_work(tmp_path, sandbox, images, server)
     watch.assert_nothing_left(before)
 
 
-def test_libvirtd_gone_before_publish(monkeypatch, tmp_path, images):
-    """The output host's libvirtd stops between pre-flight and publish (a loopback libvirtd of this
-    test's own, never the system's): the build fails with libvirt's message and leaves nothing."""
+def test_libvirtd_gone_before_publish(tmp_path, sandbox, images):
+    """The output host's libvirtd stops while the build customizes (a loopback libvirtd of this test's
+    own, never the system's): the build fails at publish with libvirt's message and leaves nothing."""
+    env, _ = sandbox
     pool_dir = make_pool_dir("ibtest-gonepool-")
     try:
         with LoopbackLibvirtd() as daemon:
@@ -412,15 +426,18 @@ def test_libvirtd_gone_before_publish(monkeypatch, tmp_path, images):
                 create_dir_pool(remote, "ibtest-gone", pool_dir)
             recipe = tmp_path / "gone.toml"
             recipe.write_text(f'[image]\nname = "{unique("gone")}"\n[base]\npath = "{images["tiny"]}"\n'
+                              '[sysprep]\nenabled = false\n[[steps]]\nrun_command = "sleep 5"\n'
                               f'[output]\nuri = "{daemon.uri}"\npool = "ibtest-gone"\n')
-            watch = Watch([tmp_path, pool_dir], markers=[str(tmp_path), str(pool_dir), daemon.uri])
+            watch = Watch([tmp_path / "cache", pool_dir], markers=[str(tmp_path), str(pool_dir), daemon.uri])
             before = watch.state()
-            with pytest.raises(ImageBuilderError) as failure:
-                build_without_appliance(monkeypatch, recipe, on_customize=daemon.stop, cache_dir=tmp_path / "cache")
-        assert failure.value.exit_code == 1
-        assert str(failure.value).startswith(f"{daemon.uri}: ")
-        assert str(failure.value).endswith("(hint: the connection to libvirt was lost: is libvirtd still running "
-                                           "there? Then build again)")
+            child = Child(build_args(recipe, tmp_path / "cache"), env, stub=False)
+            child.wait_for("[1/1] run_command: sleep 5")
+            daemon.stop()  # while the step sleeps: publish has not begun
+            assert child.finish() == 1
+        assert last_error(child).startswith(f"error: {daemon.uri}: ")
+        assert last_error(child).endswith("(hint: the connection to libvirt was lost: is libvirtd still running "
+                                          "there? Then build again)")
+        assert "==> publish" in child.stderr
         watch.assert_nothing_left(before, fetched=True)
         assert list(pool_dir.iterdir()) == []
     finally:
@@ -435,7 +452,7 @@ def tiny_recipe(path: Path, name: str, image: Path, steps: str, more: str = "") 
     return path
 
 
-def test_appliance_killed_mid_customize(tmp_path, sandbox, images):
+def test_appliance_killed_mid_customize(tmp_path, sandbox, images, server):
     env, _ = sandbox
     cache = tmp_path / "cache"
     recipe = tiny_recipe(tmp_path / "r.toml", unique("killed"), images["tiny"],
@@ -452,6 +469,7 @@ def test_appliance_killed_mid_customize(tmp_path, sandbox, images):
     assert child.finish() == 1
     assert re.match(rf"error: {re.escape(str(recipe))}:\d+: step 1 'run_command' failed: ", last_error(child))
     watch.assert_nothing_left(before, fetched=True)
+    next_build_works(tmp_path, env, cache, server, images, customize="real")
 
 
 def test_failing_run_command_names_the_step_and_shows_its_output(tmp_path, sandbox, images):
@@ -481,6 +499,8 @@ def test_failing_run_command_names_the_step_and_shows_its_output(tmp_path, sandb
 # --- signals at each stage ------------------------------------------------------------------------
 
 STAGES = ["fetch", "prepare", "customize", "publish", "deploy"]
+STUBBED = ("publish", "deploy")  # after customize: stubbed, so that a signal there costs no appliance launch
+STAGE_IDS = [f"{stage}-customize_stubbed" if stage in STUBBED else stage for stage in STAGES]
 
 
 @pytest.fixture(scope="module")
@@ -501,34 +521,40 @@ def remote(remote_uri):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", STAGES, ids=STAGE_IDS)
 def test_signal_at_each_stage(request, tmp_path, sandbox, images, server, conn, pool, pool_dir, stage, sig):
+    """The build is held in the stage (a held download, a throttled conversion, a long step, a held
+    upload, a wait that never ends) when the signal comes. Publish and deploy come after customize,
+    which is stubbed for them (their ids say so); after SIGINT at each stage the next build is real."""
     env, _ = sandbox
     cache = tmp_path / "cache"
     name = unique(f"sig{stage}")
-    pools, dirs, stub = [pool], [cache, pool_dir, tmp_path / "tmp"], True
-    if stage == "fetch":  # a slow download
-        server.behaviour.delay = 0.02
+    pools, dirs, stub, proxy = [pool], [cache, pool_dir, tmp_path / "tmp"], stage in STUBBED, None
+    if stage == "fetch":  # the download is held after 1 MiB
+        server.behaviour.hold("/disk.raw", MiB)
         recipe = url_recipe(tmp_path / "r.toml", name, server.url("disk.raw"), images["digest"],
                             f'[output]\npool = "{pool.name()}"\n')
     elif stage in ("prepare", "publish"):  # 256 MiB of data to convert (and to upload to a remote host)
         output = f'[output]\npool = "{pool.name()}"\n'
-        if stage == "prepare":  # qemu-img converts at 64 MiB/s (its own -r), so the signal finds it writing
+        if stage == "prepare":  # qemu-img converts at 4 MiB/s (its own -r): a minute to catch it writing
             slow = tmp_path / "bin"
             slow.mkdir()
             (slow / "qemu-img").write_text(f'#!/bin/sh\nif [ "$1" = convert ]; then shift; exec {QEMU_IMG} convert '
-                                           f'-r 64M "$@"; fi\nexec {QEMU_IMG} "$@"\n')
+                                           f'-r 4M "$@"; fi\nexec {QEMU_IMG} "$@"\n')
             (slow / "qemu-img").chmod(0o755)
             env = {**env, "PATH": f"{slow}:{os.environ['PATH']}"}
-        if stage == "publish":
+        if stage == "publish":  # the upload goes through a proxy that holds it after 16 MiB
             uri, _remote_conn, remote_pool, remote_dir = request.getfixturevalue("remote")
-            output = f'[output]\nuri = "{uri}"\npool = "{remote_pool.name()}"\n'
+            port = int(uri.split(":")[2].split("/")[0])
+            proxy = HoldingProxy(("127.0.0.1", port)).__enter__()
+            request.addfinalizer(lambda: proxy.__exit__())
+            proxy_uri = uri.replace(f":{port}/", f":{proxy.port}/")
+            output = f'[output]\nuri = "{proxy_uri}"\npool = "{remote_pool.name()}"\n'
             pools, dirs = [remote_pool], dirs + [remote_dir]
         recipe = tmp_path / "r.toml"
         recipe.write_text(f'[image]\nname = "{name}"\n[base]\npath = "{images["big"]}"\n[disk]\nformat = "raw"\n'
                           f'[sysprep]\nenabled = false\n{output}')
     elif stage == "customize":  # the real appliance, busy with a long step
-        stub = False
         recipe = tiny_recipe(tmp_path / "r.toml", name, images["tiny"], '[[steps]]\nrun_command = "sleep 600"\n')
         recipe.write_text(recipe.read_text().replace(f'path = "out/{name}.raw"', f'pool = "{pool.name()}"'))
     else:  # deploy: the echo guest boots and never shows what the build waits for
@@ -543,18 +569,22 @@ def test_signal_at_each_stage(request, tmp_path, sandbox, images, server, conn, 
     try:
         child.wait_for(f"==> {stage}")
         if stage == "fetch":
-            child.until(lambda: server.sending.get("/disk.raw", 0) > 0, what="downloading")
+            child.until(server.behaviour.held.is_set, what="downloading")
         elif stage == "prepare":
             child.until(lambda: any(p.stat().st_blocks for p in pool_dir.glob(".*.imagebuilder-part")),
                         what="converting")
         elif stage == "customize":
             child.wait_for("[1/1] run_command: sleep 600")
         elif stage == "publish":
-            child.until(lambda: name in " ".join(pools[0].listVolumes()), what="uploading")
+            proxy.hold(16 * MiB)
+            child.until(proxy.held.is_set, what="uploading")
         elif stage == "deploy":
             child.wait_for("waiting up to")
 
         child.interrupt(sig)
+        server.behaviour.release.set()
+        if proxy is not None:
+            proxy.release.set()  # the clean-up needs the connection
 
         assert child.finish(timeout=120) == 130, child.stderr
         assert last_error(child) == ("error: interrupted" if sig == signal.SIGINT else "error: stopped by SIGTERM")
@@ -562,46 +592,54 @@ def test_signal_at_each_stage(request, tmp_path, sandbox, images, server, conn, 
     finally:
         remove_domain(conn, name)
         forget_logs(name)
-    server.behaviour.delay = 0
-    next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
+    real_next = sig == signal.SIGINT and stage in STUBBED  # fetch, prepare and customize have theirs elsewhere
+    next_build_works(tmp_path, env, cache, server, images, customize="real" if real_next else "stubbed")
 
 
 # --- concurrency ----------------------------------------------------------------------------------
 
 def test_two_builds_of_the_same_recipe_at_once(tmp_path, sandbox, images, server, conn, pool, pool_dir):
     """The second waits for the first (one lock per set of outputs), then finds its outputs up to
-    date: both succeed, with one download and one volume."""
-    env, _ = sandbox
+    date: both succeed, with one download, one appliance launch and one volume."""
+    env, appliances = sandbox
     cache = tmp_path / "cache"
     name = unique("twice")
-    recipe = url_recipe(tmp_path / "r.toml", name, server.url("disk.raw"), images["digest"],
+    recipe = url_recipe(tmp_path / "r.toml", name, server.url("tiny.qcow2"), images["tiny_digest"],
                         f'[output]\npool = "{pool.name()}"\n')
-    server.behaviour.delay = 0.005
+    server.behaviour.hold("/tiny.qcow2", MiB)
 
-    first = Child(build_args(recipe, cache), env)
-    first.wait_for("==> fetch")
-    second = Child(build_args(recipe, cache), env)
+    first = Child(build_args(recipe, cache), env, stub=False)
+    first.until(server.behaviour.held.is_set, what="downloading")
+    second = Child(build_args(recipe, cache), env, stub=False)
+    second.wait_for("waiting for another build of the same outputs to finish")
+    server.behaviour.release.set()
 
     assert (first.finish(), second.finish()) == (0, 0), first.stderr + second.stderr
-    assert "waiting for another build of the same outputs to finish" in second.stderr
-    assert server.sent("disk.raw") == images["disk"].stat().st_size
+    assert "up to date" in second.stderr
+    assert server.sent("tiny.qcow2") == images["tiny"].stat().st_size
+    assert len([args for args in appliances.read_text().splitlines() if " -kernel " in args]) == 1
     pool.refresh(0)
     assert pool.listVolumes() == [f"{name}.qcow2"]
     assert sorted(os.listdir(pool_dir)) == [f"{name}.qcow2"]
     assert not [p for p in (tmp_path / "tmp").rglob("*")]
 
 
-def test_two_recipes_sharing_a_base_share_one_cache_entry(tmp_path, sandbox, images, server):
-    """Two recipes, their base at two URLs (mirrors) with one checksum, built at once: one download,
-    one cache entry, both images right."""
+def test_two_recipes_sharing_a_base_share_one_cache_entry_customize_stubbed(tmp_path, sandbox, images, server):
+    """Two recipes, their base at two URLs (mirrors) with one checksum, built at once (the second starts
+    while the first's download is held): one download, one cache entry, both images right. About the
+    cache, so customize is stubbed; the same lock with a real customize is tested just above."""
     env, _ = sandbox
     cache = tmp_path / "cache"
-    server.behaviour.delay = 0.005
+    server.behaviour.hold("/disk.raw", MiB)
     builds = []
     for index, path in enumerate(["disk.raw", "mirror/disk.raw"]):
         recipe = url_recipe(tmp_path / f"r{index}.toml", unique("shared"), server.url(path), images["digest"],
                             f'[output]\npath = "out/{index}.raw"\n[disk]\nformat = "raw"\n')
-        builds.append(Child(build_args(recipe, cache), env))
+        builds.append(Child(build_args(recipe, cache), env, stub=True))
+        if index == 0:
+            builds[0].until(server.behaviour.held.is_set, what="downloading")
+    builds[1].wait_for("==> fetch")
+    server.behaviour.release.set()
 
     assert [b.finish() for b in builds] == [0, 0], builds[0].stderr + builds[1].stderr
     assert server.sent("disk.raw") + server.sent("mirror/disk.raw") == images["disk"].stat().st_size
@@ -615,20 +653,20 @@ def test_cache_survives_kill_9_in_the_middle_of_a_write(tmp_path, sandbox, image
     cache = tmp_path / "cache"
     recipe = url_recipe(tmp_path / "r.toml", unique("kill9"), server.url("disk.raw"), images["digest"],
                         '[output]\npath = "out/k.qcow2"\n')
-    server.behaviour.delay = 0.02
-    child = Child(build_args(recipe, cache), env)
-    child.until(lambda: server.sending.get("/disk.raw", 0) > 2 * MiB, what="2 MiB downloaded")
+    server.behaviour.hold("/disk.raw", 2 * MiB)
+    child = Child(build_args(recipe, cache), env, stub=False)
+    child.until(server.behaviour.held.is_set, what="2 MiB downloaded")
 
     child.interrupt(signal.SIGKILL)
-
     assert child.finish() == -signal.SIGKILL
+    server.behaviour.release.set()
+
     assert Cache(cache).entries() == [] and Cache(cache).lookup("images", images["digest"].replace(":", "-")) is None
     partials = list((cache / "images").glob(".partial-*"))
     assert len(partials) == 1  # a kill -9 cannot clean up; nothing reads it as an entry
     old = time.time() - 3600
     os.utime(partials[0], (old, old))  # as if the kill happened an hour ago
-    server.behaviour.delay = 0
-    next_build_works(tmp_path, env, cache, server.url("disk.raw"), images["digest"])
+    next_build_works(tmp_path, env, cache, server, images, customize="stubbed")
     assert list((cache / "images").glob(".partial-*")) == []  # swept by the next writer
 
 
