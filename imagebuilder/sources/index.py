@@ -170,7 +170,7 @@ def parse(text: str, origin: str, first_line: int = 1) -> Index:
             found.append(_skipped(section, bad.line, bad.problem))
         warnings += [f"{origin}:{note}" for note in sorted(notes, key=lambda n: int(n.split(":", 1)[0]))]
     found = _drop_duplicates(found)
-    templates = _drop_name_aliases([t for t in found if isinstance(t, Template)], origin, warnings)
+    templates = _drop_name_aliases(found, origin, warnings)
     skipped = tuple(s for s in found if isinstance(s, Skipped))
     result = Index(origin, tuple(templates), skipped, base=origin)
     return replace(result, warnings=tuple(warnings + [f"{result.describe_skipped(s)}; this template is skipped"
@@ -201,11 +201,12 @@ def _drop_duplicates(found: list[Template | Skipped]) -> list[Template | Skipped
     return out
 
 
-def _drop_name_aliases(templates: list[Template], origin: str, warnings: list[str]) -> list[Template]:
-    """An alias that is another template's name would make that name mean two templates: drop it."""
-    names = {t.name: t for t in templates}
+def _drop_name_aliases(found: list[Template | Skipped], origin: str, warnings: list[str]) -> list[Template]:
+    """An alias that is another entry's name (a skipped one's too) would make that name mean two
+    templates: drop it. Returns the usable templates."""
+    names = {entry.name: entry for entry in reversed(found) if entry.name}
     out = []
-    for template in templates:
+    for template in (t for t in found if isinstance(t, Template)):
         clash = [a for a in template.aliases if a in names and a != template.name]
         for alias in clash:
             warnings.append(f"{origin}:{template.line}: [{template.name}] field 'aliases': '{alias}' is the name of "

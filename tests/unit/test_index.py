@@ -211,6 +211,12 @@ def test_an_alias_that_is_another_templates_name_is_dropped():
                                "the name means [a]",)
 
 
+def test_an_alias_that_is_a_skipped_entrys_name_is_dropped_too():
+    # asking for the broken [b] must not quietly give [a]
+    parsed = index.parse(entry(*GOOD, "aliases=b") + entry("arch=x86_64", "file=g", "size=x", name="b"), "r")
+    assert parsed.templates[0].aliases == () and parsed.skipped[0].name == "b"
+
+
 def test_unknown_multiline_fields_are_kept_not_refused():
     parsed = index.parse(entry(*GOOD, "sig=f.sig", "future=1", " 2"), "r")
     assert parsed.templates[0].sig == "f.sig"
