@@ -25,6 +25,7 @@ import os
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -177,8 +178,21 @@ def _is_ours(pid: int) -> bool:
 
 
 def _state_file(directory: Path) -> Path:
-    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"imagebuilder-{os.getuid()}"
-    return base / "mounts" / f"{hashlib.sha256(str(directory).encode()).hexdigest()[:16]}.json"
+    """Where the process serving directory is named: in the user's runtime directory (root's: /run)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or ("/run" if os.geteuid() == 0 else tempfile.gettempdir())
+    key = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
+    return Path(base) / f"imagebuilder-{os.getuid()}" / "mounts" / f"{key}.json"
+
+
+def _private(path: Path) -> Path:
+    """path, after making its directory and the one above it, private to this user (and checking that
+    nobody else made them first: they may be in /tmp)."""
+    for directory in (path.parent.parent, path.parent):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise HostError(f"{directory} is not a private directory of this user; refusing to use it")
+    return path
 
 
 def _log_file(directory: Path) -> Path:
@@ -257,9 +271,8 @@ class _Server:
                     return
                 g.mount_local(str(self.directory), readonly=readonly)
                 self.mounted.set()
-                state = _state_file(self.directory)
-                state.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                state.write_text(json.dumps({"pid": os.getpid(), "dir": spec["dir"], "image": spec["image"]}))
+                _private(_state_file(self.directory)).write_text(
+                    json.dumps({"pid": os.getpid(), "dir": spec["dir"], "image": spec["image"]}))
                 self.say("ready")
                 g.mount_local_run()
         except ImageBuilderError as exc:
@@ -279,12 +292,14 @@ def _serve(argv: list[str]) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
         if line == "ready":  # nobody reads any more: the starting command has returned
-            log = os.open(_log_file(Path(spec["dir"])), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            log = os.open(_private(_log_file(Path(spec["dir"]))), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                          0o600)
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.close(log)
 
     spec = json.loads(argv[1])
+    os.chdir("/")  # hold no file system busy (the paths are absolute)
     try:
         _Server(spec, say).run()
     except ImageBuilderError as exc:

@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
-from imagebuilder.errors import SourceError
 from imagebuilder.sources import ini
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -49,14 +48,6 @@ def languages(locale: str | None) -> list[str]:
         return [""]
     lang, territory = match.group(1), match.group(2)
     return ([f"{lang}_{territory}"] if territory else []) + [lang, ""]
-
-
-class IndexFormatError(SourceError):
-    """A repository's index does not follow the format: `ORIGIN:LINE: problem`."""
-
-    def __init__(self, origin: str, line: int | None, problem: str):
-        self.origin, self.line, self.problem = origin, line, problem
-        super().__init__(f"{origin}:{line}: {problem}" if line else f"{origin}: {problem}")
 
 
 @dataclass(frozen=True)

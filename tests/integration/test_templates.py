@@ -146,12 +146,22 @@ def test_list_and_notes(repo):
     args = ["--repo", repo["url"], "--repo-key", str(repo["key"])]
     proc = run_cli("templates", "list", *args, env=repo["env"], timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["ibtest-qcow2             x86_64     Debian 12 (qcow2)",
-                                        "ibtest-raw               x86_64     Debian 12 (raw, xz)"]
+    assert proc.stdout.splitlines() == ["ibtest-raw               x86_64     Debian 12 (raw, xz)",
+                                        "ibtest-qcow2             x86_64     Debian 12 (qcow2)"]
     assert "not verified" not in proc.stderr
+    # side by side with virt-builder: the same listing, and the same JSON where virt-builder has a key
+    vb_args = ["virt-builder", "--no-check-signature", "--no-cache", "--source", repo["url"], "--list"]
+    theirs = subprocess.run(vb_args, env={**os.environ, **repo["env"]}, capture_output=True, text=True, timeout=120,
+                            check=True, stdin=subprocess.DEVNULL)
+    assert proc.stdout == theirs.stdout
     proc = run_cli("templates", "list", *args, "--json", env=repo["env"], timeout=120)
     document = json.loads(proc.stdout)
     assert document["sources"][0]["verified"] is True
+    theirs = subprocess.run(vb_args + ["--list-format", "json"], env={**os.environ, **repo["env"]},
+                            capture_output=True, text=True, timeout=120, check=True, stdin=subprocess.DEVNULL)
+    vb_templates = json.loads(theirs.stdout)["templates"]
+    assert [{key: ours[key] for key in vb if key in ours} for ours, vb in zip(document["templates"], vb_templates)] \
+        == vb_templates
     raw = next(t for t in document["templates"] if t["os-version"] == "ibtest-raw")
     assert (raw["revision"], raw["aliases"], raw["expand"]) == (2, ["ibtest-latest"], repo["expand"])
     proc = run_cli("templates", "notes", "ibtest-latest", *args, env=repo["env"], timeout=120)
@@ -256,6 +266,11 @@ def test_a_bad_entry_does_not_hide_the_repository(repo, base_image, tmp_path, ca
         start = lines.index(after) if after else 0
         return next(n for n, line in enumerate(lines[start:], start + 1) if line.startswith(prefix))
 
+    # libguestfs 1.48 refuses all of it (a blank line inside a section is a syntax error there)
+    theirs = subprocess.run(["virt-builder", "--no-check-signature", "--no-cache", "--source", url, "--list"],
+                            env={**os.environ, **repo["env"]}, capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert theirs.returncode != 0 and "syntax error" in theirs.stderr
     proc = run_cli("templates", "list", "--repo", url, env=repo["env"], timeout=120)
     assert proc.returncode == 0, proc.stderr
     # the good entries, in the file's order; the bad ones only in warnings that name file, line and field

@@ -70,3 +70,13 @@ def test_umount_of_a_directory_with_nothing_mounted(tmp_path):
     assert result.exit_code == 2 and "nothing is mounted there" in result.stderr
     result = runner.invoke(app, ["umount", "/proc"])
     assert result.exit_code == 2 and "not a FUSE mount" in result.stderr
+
+
+def test_the_state_directory_must_be_private(tmp_path, monkeypatch):
+    # it may be under /tmp: a directory someone else made there first is refused
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    state = mount._state_file(tmp_path / "mnt")
+    assert mount._private(state) == state and oct(state.parent.stat().st_mode & 0o777) == "0o700"
+    state.parent.chmod(0o777)
+    with pytest.raises(HostError, match="is not a private directory of this user"):
+        mount._private(state)
