@@ -17,7 +17,8 @@ def mount_command(
     target: Annotated[str, typer.Argument(metavar="IMAGE|VOLUME", help="A disk image file, or a volume of --pool.",
                                           show_default=False)],
     directory: DirArg,
-    rw: Annotated[bool, typer.Option("--rw", help="Read-write (refused while a running domain uses the image).")] = False,
+    rw: Annotated[bool, typer.Option(
+        "--rw", help="Read-write (refused while a running domain uses the image).")] = False,
     pool: Annotated[str, typer.Option(help="The pool of VOLUME.")] = "default",
     connect: ConnectOpt = None,
     accel: AccelOpt = None,

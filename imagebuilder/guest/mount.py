@@ -79,7 +79,8 @@ def _await_ready(proc: subprocess.Popen, timeout: float, warn: Callable[[str], N
             if not line:
                 proc.wait(timeout=STOP_SECONDS)
                 tail = " | ".join(output[-3:])
-                raise GuestError(f"the mount process ended (exit code {proc.returncode})" + (f": {tail}" if tail else ""))
+                raise GuestError(f"the mount process ended (exit code {proc.returncode})"
+                                 + (f": {tail}" if tail else ""))
             kind, _, text = line.rstrip("\n").partition(" ")
             if kind == "ready":
                 return

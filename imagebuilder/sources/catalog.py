@@ -103,10 +103,9 @@ class Catalog:
                 return entry, notes
         self._refuse_skipped(name, target, arch)
         if others or target != name:
+            also = f"; the alias also names {', '.join(others)}: name the template itself" if others else ""
             raise TemplateNotFound(f"template '{name}' is an alias of '{target}' (the first template that has it), "
-                                   f"which is not there for arch {arch}" + (f"; the alias also names {', '.join(others)}: "
-                                                                             "name the template itself" if others else ""),
-                                   unreadable=bool(self.search.failed))
+                                   f"which is not there for arch {arch}{also}", unreadable=bool(self.search.failed))
         raise self._not_found(name, arch)
 
     def _target(self, name: str) -> tuple[str, list[str]]:
@@ -128,7 +127,8 @@ class Catalog:
         search = self.search
         if not search.found:
             return TemplateNotFound(f"cannot look up template '{name}': {search.describe()}", unreadable=True)
-        others = sorted({e.template.arch for e in self.entries if e.template.name == name or name in e.template.aliases})
+        others = sorted({e.template.arch for e in self.entries
+                         if e.template.name == name or name in e.template.aliases})
         problem = f"template '{name}' for arch {arch} is not in any repository"
         if others:
             problem = f"template '{name}' exists only for arch {', '.join(others)}, not {arch}"

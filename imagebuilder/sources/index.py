@@ -142,12 +142,6 @@ class Index:
         return f"{where}: [{entry.name or '?'}] {entry.problem}"
 
 
-class _Bad(Exception):
-    def __init__(self, line: int, problem: str):
-        super().__init__(problem)
-        self.line, self.problem = line, problem
-
-
 def parse(text: str, origin: str, first_line: int = 1) -> Index:
     """Parse an index's text (already checked for a signature, if any) into an Index."""
     parsed = ini.read(text, first_line)
@@ -157,7 +151,7 @@ def parse(text: str, origin: str, first_line: int = 1) -> Index:
         notes: list[str] = []
         try:
             found.append(_template(section, notes))
-        except _Bad as bad:
+        except ini.Unusable as bad:
             found.append(_skipped(section, bad.line, bad.problem))
         warnings += [f"{origin}:{note}" for note in sorted(notes, key=lambda n: int(n.split(":", 1)[0]))]
     found = _drop_duplicates(found)
@@ -215,13 +209,13 @@ class _Fields:
         self.section, self.values, self.extra = section, {}, []
         for item in section.fields:
             if item.label in self.values:
-                raise _Bad(item.line, f"field '{item.label}' is given twice (first at line "
+                raise ini.Unusable(item.line, f"field '{item.label}' is given twice (first at line "
                                       f"{self.values[item.label].line})")
             self.values[item.label] = item
             known = item.key in _ONE_LINE and (item.subkey is None or item.label == "checksum[sha512]")
             if known and "\n" in item.value:
                 if item.key != "name":
-                    raise _Bad(item.line + 1, f"field '{item.label}' is one line; only notes continue on lines "
+                    raise ini.Unusable(item.line + 1, f"field '{item.label}' is one line; only notes continue on lines "
                                               "starting with a space")
                 notes.append(f"{item.line}: [{section.name}] field 'name' continues on the next line; its lines "
                              "are joined")
@@ -239,7 +233,7 @@ class _Fields:
         value = " ".join(item.value.split("\n")).rstrip(" \t") if item else ""
         if not value:
             if required:
-                raise _Bad(self.line(key), f"the required field '{key}' is {'empty' if item else 'missing'}")
+                raise ini.Unusable(self.line(key), f"the required field '{key}' is {'empty' if item else 'missing'}")
             return None
         return value
 
@@ -247,28 +241,28 @@ class _Fields:
         """A whole number."""
         value = self.text(key, required)
         if value is not None and not (value.isascii() and value.isdigit()):
-            raise _Bad(self.line(key), f"field '{key}' must be a whole number, not {value!r}")
+            raise ini.Unusable(self.line(key), f"field '{key}' must be a whole number, not {value!r}")
         return None if value is None else int(value)
 
     def word(self, key: str, what: str, required: bool = False) -> str | None:
         """One word (an architecture, a format)."""
         value = self.text(key, required)
         if value is not None and not _WORD.fullmatch(value):
-            raise _Bad(self.line(key), f"field '{key}' must be one word such as {what}, not {value!r}")
+            raise ini.Unusable(self.line(key), f"field '{key}' must be one word such as {what}, not {value!r}")
         return value
 
     def device(self, key: str) -> str | None:
         """A device name such as /dev/sda3."""
         value = self.text(key)
         if value is not None and not _DEVICE.fullmatch(value):
-            raise _Bad(self.line(key), f"field '{key}' must be a device name such as /dev/sda3, not {value!r}")
+            raise ini.Unusable(self.line(key), f"field '{key}' must be a device name such as /dev/sda3, not {value!r}")
         return value
 
 
 def _template(section: ini.Section, notes: list[str]) -> Template:
-    """A section as a Template; _Bad(line, problem) if it cannot be used; notes gets `LINE: …` warnings."""
+    """A section as a Template; ini.Unusable(line, problem) if it cannot be used; notes gets `LINE: …` warnings."""
     if section.problems:
-        raise _Bad(section.problems[0].line, section.problems[0].text)
+        raise ini.Unusable(section.problems[0].line, section.problems[0].text)
     fields = _Fields(section, notes)
     arch = fields.word("arch", "x86_64", required=True)
     file = _relative(fields.text("file", required=True), fields.line("file"))
@@ -277,7 +271,7 @@ def _template(section: ini.Section, notes: list[str]) -> Template:
         notes.append(f"{fields.line('size')}: [{section.name}] field 'size' is 0; the image's own size is used")
     hidden = fields.text("hidden") or "false"
     if hidden not in ("true", "false"):
-        raise _Bad(fields.line("hidden"), f"field 'hidden' must be true or false, not {hidden!r}")
+        raise ini.Unusable(fields.line("hidden"), f"field 'hidden' must be true or false, not {hidden!r}")
     revision = fields.number("revision")
     notes_field = fields.values.get("notes")
     return Template(
@@ -294,7 +288,7 @@ def _template(section: ini.Section, notes: list[str]) -> Template:
 def _relative(file: str, line: int) -> str:
     parsed = urlparse(file)
     if parsed.scheme or parsed.netloc or "://" in file or file.startswith("/"):
-        raise _Bad(line, f"field 'file' must be a path relative to the index, not {file!r} "
+        raise ini.Unusable(line, f"field 'file' must be a path relative to the index, not {file!r} "
                          "(templates come from the index's own server)")
     return file
 
@@ -303,12 +297,13 @@ def _checksum(fields: _Fields) -> str | None:
     """checksum[sha512]= or checksum= (virt-builder reads either); when both are given they must agree."""
     labelled, plain = fields.text("checksum[sha512]"), fields.text("checksum")
     if labelled and plain and labelled.lower() != plain.lower():
-        raise _Bad(fields.line("checksum"), "fields 'checksum' and 'checksum[sha512]' give different checksums")
+        raise ini.Unusable(fields.line("checksum"), "fields 'checksum' and 'checksum[sha512]' give different checksums")
     value, key = (labelled, "checksum[sha512]") if labelled else (plain, "checksum")
     if value is None:
         return None
     if not _HEX.fullmatch(value) or len(value) != 128:
-        raise _Bad(fields.line(key), f"field '{key}' must be 128 hex digits (SHA-512), got {len(value)} characters")
+        raise ini.Unusable(fields.line(key), f"field '{key}' must be 128 hex digits (SHA-512), got {len(value)} "
+                                             "characters")
     return f"sha512:{value.lower()}"
 
 

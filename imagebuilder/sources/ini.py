@@ -36,6 +36,14 @@ class Problem:
     text: str
 
 
+class Unusable(Exception):
+    """A section that cannot be used: the line at fault and why (the callers skip the section)."""
+
+    def __init__(self, line: int, problem: str):
+        super().__init__(problem)
+        self.line, self.problem = line, problem
+
+
 @dataclass(frozen=True)
 class Field:
     """One `key[subkey]=value` line (with its continuation lines) and the line it starts on."""

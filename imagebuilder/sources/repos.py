@@ -126,38 +126,32 @@ def parse_conf(text: str, conf: Path, warn: Warn) -> list[Repo]:
     for section in parsed.sections:
         try:
             if section.name in first:
-                raise _Skip(section.line, f"repository [{section.name}] is defined twice (first at line "
+                raise ini.Unusable(section.line, f"repository [{section.name}] is defined twice (first at line "
                                           f"{first[section.name]})")
             found.append(_repo(section, conf))
             first[section.name] = section.line
-        except _Skip as skip:
+        except ini.Unusable as skip:
             warn(f"{conf}:{skip.line}: {skip.problem}; this repository is skipped")
     return found
 
 
-class _Skip(Exception):
-    def __init__(self, line: int, problem: str):
-        super().__init__(problem)
-        self.line, self.problem = line, problem
-
-
 def _repo(section: ini.Section, conf: Path) -> Repo:
-    """One repos.d section as a Repo; _Skip if it cannot be used."""
+    """One repos.d section as a Repo; ini.Unusable if it cannot be used."""
     if section.problems:
-        raise _Skip(section.problems[0].line, section.problems[0].text)
+        raise ini.Unusable(section.problems[0].line, section.problems[0].text)
     name = section.name
     values: dict[str, ini.Field] = {}
     for item in section.fields:
         if item.label in values:
-            raise _Skip(item.line, f"[{name}]: '{item.label}' is given twice")
+            raise ini.Unusable(item.line, f"[{name}]: '{item.label}' is given twice")
         values[item.label] = item
 
     def value(key: str) -> str | None:
         item = values.get(key)
         return item.value.strip() or None if item else None
 
-    def skip(key: str, problem: str) -> _Skip:
-        return _Skip(values[key].line if key in values else section.line, f"[{name}]: {problem}")
+    def skip(key: str, problem: str) -> ini.Unusable:
+        return ini.Unusable(values[key].line if key in values else section.line, f"[{name}]: {problem}")
 
     uri = value("uri")
     if uri is None:

@@ -20,7 +20,8 @@ SHA = "cd" * 64
 
 
 def section(name: str, arch: str = "x86_64", *extra: str) -> str:
-    return "\n".join([f"[{name}]", f"arch={arch}", f"file={name}-{arch}.img", "size=1", f"checksum={SHA}", *extra]) + "\n"
+    lines = [f"[{name}]", f"arch={arch}", f"file={name}-{arch}.img", "size=1", f"checksum={SHA}", *extra]
+    return "\n".join(lines) + "\n"
 
 
 def repo(tmp_path, rid: str, *sections: str) -> repos.Repo:
@@ -111,8 +112,8 @@ def test_a_build_from_a_good_entry_warns_about_the_bad_ones(tmp_path, monkeypatc
     monkeypatch.setattr(reporter, "info", messages.append)
     chosen = template.identify(load(recipe), reporter)
     assert chosen.found.template.name == "good" and chosen.checksum == f"sha512:{SHA}"
-    assert f"warning: {source.uri}:10: [bad] field 'size' must be a whole number, not '0x10'; this template is skipped" \
-        in messages
+    assert f"warning: {source.uri}:10: [bad] field 'size' must be a whole number, not '0x10'; this template is " \
+           "skipped" in messages
     assert any("'sda2' is read as /dev/sda2" in m for m in messages)
     recipe.write_text(recipe.read_text().replace('"good"', '"bad"'))
     with pytest.raises(SourceError, match=r"template 'bad' .* cannot be used: .*:10: \[bad\] field 'size'"):

@@ -171,7 +171,8 @@ def test_a_malformed_header_skips_its_lines_only():
 def test_lines_before_the_first_section_are_ignored_with_a_warning():
     parsed = index.parse("arch=x86_64\n continued\n[a]\narch=x86_64\nfile=f\nsize=1\n", "r")
     assert [t.name for t in parsed.templates] == ["a"]
-    assert parsed.warnings == ("r:1: field 'arch' is outside any section (before the first [NAME]); the line is ignored",)
+    assert parsed.warnings == ("r:1: field 'arch' is outside any section (before the first [NAME]); "
+                               "the line is ignored",)
 
 
 def test_the_same_name_and_arch_twice_skips_both():
