@@ -585,7 +585,7 @@ def parse_steps(texts: list[str], name: str, base_dir: Path) -> tuple[Step, ...]
     steps = []
     for text in texts:
         line = text.replace("{name}", name)
-        items = [c for c in commands_file.parse_text(line, "--customize") if isinstance(c, commands_file.Command)]
+        items = [c for c in commands_file.parse_text(line) if isinstance(c, commands_file.Command)]
         if len(items) != 1:
             raise InputError(f"--customize {text!r}: write one command such as 'write /etc/motd:hello'")
         command = items[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from imagebuilder.cli import build, cache, doctor, fleet, info, schedule, templates, vm
+from imagebuilder.cli import build, cache, doctor, fleet, info, mount, schedule, templates, vm
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Build customized VM images from TOML recipes and boot them under libvirt.")
@@ -17,6 +17,8 @@ app.command()(build.build)
 app.command("plan")(build.plan_command)
 app.command("test")(build.test_command)
 app.command()(info.inspect)
+app.command("mount")(mount.mount_command)
+app.command("umount")(mount.umount_command)
 app.command("xml")(info.xml_command)
 app.command("versions")(info.versions_command)
 app.command()(fleet.up)

@@ -21,10 +21,10 @@ RepoKeyOpt = Annotated[Optional[Path], typer.Option(help="The key (file) that si
 @app.command("list")
 def templates_list(repo: RepoOpt = None, repo_key: RepoKeyOpt = None,
                    json_output: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False) -> None:
-    """List the templates (name, arch, description); hidden ones are left out."""
+    """List the templates (name, arch, full name) like virt-builder --list; hidden ones are left out."""
     from imagebuilder.sources import repos, template
     with exit_on_error(json_output):
-        found = template.listing(repos.select(repo, repo_key), warn)
+        found = template.listing(repos.select(repo, repo_key, warn), warn)
     if json_output:
         typer.echo(json.dumps(found.as_json(), indent=2))
         return
@@ -38,9 +38,10 @@ def templates_notes(
     arch: Annotated[str, typer.Option(help="The template's architecture.")] = "x86_64",
     repo: RepoOpt = None, repo_key: RepoKeyOpt = None,
 ) -> None:
-    """Print a template's notes."""
+    """Print a template's notes in the language of LC_ALL, LC_MESSAGES or LANG (like virt-builder --notes)."""
     from imagebuilder.sources import repos, template
     with exit_on_error():
-        found = template.notes(name, arch, repos.select(repo, repo_key), warn)
-    text = found.template.notes_for(os.environ.get("LC_ALL") or os.environ.get("LANG"))
-    typer.echo(text if text is not None else f"There are no notes for {found.template.name}.")
+        found = template.notes(name, arch, repos.select(repo, repo_key, warn), warn)
+    locale = next((os.environ[v] for v in ("LC_ALL", "LC_MESSAGES", "LANG") if os.environ.get(v)), None)
+    text = found.template.notes_for(locale)
+    typer.echo(text if text is not None else f"There are no notes for {found.template.name}")

@@ -17,7 +17,9 @@ from typing import Any
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
-_PACKAGE = re.compile(r"^[A-Za-z0-9@][A-Za-z0-9+._:~=/<>@-]*$")
+# Never in a package spec of any package manager: shell syntax (specs go to the manager as argv
+# elements, so this is not about quoting; such text is a mistake or an attack), and control characters.
+_NOT_IN_PACKAGE_SPEC = re.compile(r"[;&|`$'\"\\!{}\x00-\x1f\x7f]")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]*\$?$")
 _GROUP = _USER
 
@@ -168,16 +170,21 @@ def timezone(value: Any) -> str:
 
 
 def packages(value: Any) -> tuple[str, ...]:
-    """A list of package names, or a comma-separated string like virt-customize's --install."""
+    """Package specs as the package manager reads them: names, `name=version`, globs (`kernel-*`),
+    groups (`@Xfce Desktop`), provides (`perl(Foo)`), paths. A list, or a comma-separated string like
+    virt-customize's --install. Each spec is one argument of the manager's command line (no shell),
+    so only what cannot be a spec is refused: nothing, a leading `-` (an option), shell syntax,
+    control characters."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not items:
         raise ValueError("expected a non-empty list of package names")
-    names = []
+    specs = []
     for item in items:
-        if not isinstance(item, str) or not _PACKAGE.match(item.strip()):
-            raise ValueError(f"'{item}' is not a package name")
-        names.append(item.strip())
-    return tuple(names)
+        spec = item.strip(" \t") if isinstance(item, str) else item
+        if not isinstance(spec, str) or not spec or spec.startswith("-") or _NOT_IN_PACKAGE_SPEC.search(spec):
+            raise ValueError(f"'{item}' is not a package name or spec")
+        specs.append(spec)
+    return tuple(specs)
 
 
 def user_name(value: Any) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from imagebuilder.errors import GuestError
 from imagebuilder.guest import passwords, sysprep
 from imagebuilder.guest.context import GuestContext
-from imagebuilder.guest.customize import selinux_relabel
+from imagebuilder.guest.customize import in_order, relabels, selinux_relabel
 from imagebuilder.guest.inspect import inspect_and_mount
 from imagebuilder.guest.ops import REGISTRY
 from imagebuilder.guest.session import Drive, GuestSession
@@ -193,12 +193,12 @@ def _apply(ctx: GuestContext, clone: CloneDisk) -> None:
         sysprep.apply(ctx, list(IDENTITY))
         if clone.hostname:
             REGISTRY["hostname"].apply(ctx, clone.hostname)
-        for number, step in enumerate(clone.steps, 1):
+        for number, step in in_order(clone.steps):
             try:
                 REGISTRY[step.op].apply(ctx, step.arg)
             except GuestError as exc:
                 raise GuestError(f"step {number} '{step.op}' failed: {exc.message}", hint=exc.hint) from None
-        if ctx.state.get("selinux_relabel"):
+        if relabels(clone.steps):
             selinux_relabel(ctx)
     except GuestError as exc:
         raise GuestError(f"clone {clone.name}: {exc.message}", hint=exc.hint) from None

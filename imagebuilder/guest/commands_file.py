@@ -2,13 +2,14 @@
 
 The syntax, as virt-customize reads it:
 
-* one command a line: the operation's name (virt-customize's, with dashes), one space, the argument
-  (everything after that first space, kept as written, trailing spaces too); operations without an
-  argument stand alone (`update`);
+* a line ending in a backslash continues on the next line: the backslash becomes a newline and the
+  next line is appended as it is. This comes first: a comment line ending in a backslash swallows the
+  next line too, and a backslash on the last line leaves a newline at the end of the argument;
+* one command a (joined) line: the operation's name (virt-customize's, with dashes), one space, the
+  argument (everything after that first space, kept as written, trailing spaces too); operations
+  without an argument stand alone (`update`);
 * lines holding only white space are ignored, and so are lines whose first non-blank character is `#`;
 * leading white space before the operation name is ignored;
-* a line ending in a backslash continues on the next line: the backslash becomes a newline and the
-  next line is appended as it is;
 * `commands-from-file` itself cannot be used inside a commands file.
 
 Every problem is reported as `FILE:LINE: …` (a RecipeError, exit code 2).
@@ -16,7 +17,6 @@ Every problem is reported as `FILE:LINE: …` (a RecipeError, exit code 2).
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 
 from imagebuilder.errors import RecipeError
 from imagebuilder.guest.args import ArgContext, HostFile
+from imagebuilder.suggest import did_you_mean
 
 # virt-customize options that exist but that imagebuilder does not offer, with the reason.
 UNSUPPORTED = {
@@ -32,6 +33,7 @@ UNSUPPORTED = {
     "sm-register": "subscription-manager is not supported",
     "sm-remove": "subscription-manager is not supported",
     "sm-unregister": "subscription-manager is not supported",
+    "inject-blnsvr": "Windows guests are not supported",
     "inject-qemu-ga": "Windows guests are not supported",
     "inject-virtio-win": "Windows guests are not supported",
 }
@@ -78,11 +80,15 @@ def read(path: Path) -> list[Command | Comment]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise RecipeError(str(path), None, None, "the commands file is not UTF-8 text") from None
-    return parse_text(text, str(path))
+    return parse_text(text)
 
 
-def parse_text(text: str, file: str) -> list[Command | Comment]:
-    """Split commands-file text into commands (and comments), following virt-customize's rules."""
+_BLANKS = " \t\n\v\f\r"  # what virt-customize strips before a command (OCaml's Char.isspace)
+
+
+def parse_text(text: str) -> list[Command | Comment]:
+    """Split commands-file text into commands (and comments), following virt-customize's rules: join
+    continued lines first, then drop blank lines and comments."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -90,20 +96,21 @@ def parse_text(text: str, file: str) -> list[Command | Comment]:
     index = 0
     while index < len(lines):
         first = index + 1
-        line = lines[index]
+        logical = lines[index]
         index += 1
-        if not line.strip():
-            continue
-        if line.lstrip().startswith("#"):
-            items.append(Comment(first, line.lstrip()[1:].strip()))
-            continue
-        logical = line
         while logical.endswith("\\"):
-            if index >= len(lines):
-                raise RecipeError(file, first, None, "the file ends inside a command continued with '\\'")
-            logical = logical[:-1] + "\n" + lines[index]
+            logical = logical[:-1] + "\n"
+            if index == len(lines):
+                break  # a backslash on the last line: the argument ends with a newline, as in virt-customize
+            logical += lines[index]
             index += 1
-        name, _, arg = logical.lstrip().partition(" ")
+        stripped = logical.lstrip(_BLANKS)
+        if not stripped:
+            continue
+        if stripped.startswith("#"):
+            items.append(Comment(first, stripped[1:].strip()))
+            continue
+        name, _, arg = stripped.partition(" ")
         items.append(Command(first, name, arg))
     return items
 
@@ -128,8 +135,7 @@ def check_name(command: Command, file: str) -> None:
         raise RecipeError(file, command.line, None,
                           f"unknown command '{name}' (commands files use dashes: '{name.replace('_', '-')}')")
     if not re.fullmatch(r"[a-z][a-z-]*", name) or command.op not in REGISTRY:
-        close = difflib.get_close_matches(name, sorted(_dashed_names()), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else " (see `imagebuilder ops`)"
+        hint = did_you_mean(name, _dashed_names(), " (see `imagebuilder ops`)")
         raise RecipeError(file, command.line, None, f"unknown command {name!r}{hint}")
 
 
@@ -189,18 +195,21 @@ def to_recipe(path: Path, name: str, base_lines: list[str]) -> str:
     file, so the recipe belongs in the commands file's directory (they are relative to it).
     """
     ctx = ArgContext(path.parent.resolve(), None)
-    parse_commands(path, ctx)  # validate everything, with line-precise errors, before writing anything
+    parsed = parse_commands(path, ctx)  # validate everything, with line-precise errors, before writing anything
     out = [f"# Converted from the virt-customize commands file {path.name} by `imagebuilder convert`.",
-           "# Host paths are relative to this recipe's directory: keep it beside the commands file.",
-           "", "[image]", f"name = {toml_string(name)}", ""]
+           "# Host paths are relative to this recipe's directory: keep it beside the commands file."]
+    if any(password_user(p.command.op, p.arg) for p in parsed):
+        out.append("# As in virt-customize, the passwords are set after all the other steps, wherever they are.")
+    out += ["", "[image]", f"name = {toml_string(name)}", ""]
     out += base_lines + [""]
     from imagebuilder.guest.ops import REGISTRY
 
     for item in read(path):
         if isinstance(item, Comment):
             # TOML comments may not hold control characters (a stray CR of a CRLF file, for one)
-            text = "".join(c if c == "\t" or " " <= c != "\x7f" else repr(c)[1:-1] for c in item.text)
-            out.append(f"# {text}".rstrip())
+            for line in item.text.split("\n"):
+                text = "".join(c if c == "\t" or " " <= c != "\x7f" else repr(c)[1:-1] for c in line)
+                out.append(f"# {text}".rstrip())
             continue
         op = REGISTRY[item.op]
         value = "true" if op.flag else toml_string(item.arg)

@@ -23,8 +23,7 @@ class GuestContext:
     """The mounted guest.
 
     `g` is a GuestSession; `os` holds inspection facts (distro, package manager …); `state` is what
-    operations share during one build: the password crypto, whether the package lists are fresh,
-    whether an SELinux relabel is due.
+    operations share during one build: the password crypto, whether the package lists are fresh.
     """
 
     g: Any

@@ -1,7 +1,14 @@
-"""The customize stage: one appliance for layout, inspection, every step, sysprep and SELinux relabelling."""
+"""The customize stage: one appliance for layout, inspection, every step, sysprep and SELinux relabelling.
+
+The order is virt-customize's (customize_run.ml): the steps as written, except that passwords are set
+after all other steps (so that `password bob:…` may come before the step that creates bob); then,
+in imagebuilder, sysprep; then, unless a `no_selinux_relabel` step says otherwise, the files of a
+guest that uses SELinux are relabelled.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
@@ -12,7 +19,10 @@ from imagebuilder.guest.ops import REGISTRY
 from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
+from imagebuilder.recipe.model import Step
 from imagebuilder.sources.base import BaseImage
+
+DEFERRED = ("root_password", "password")  # set after every other step, as virt-customize does
 
 
 def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage, grown: bool,
@@ -37,8 +47,8 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
         if recipe.sysprep:
             reporter.info(f"sysprep: {', '.join(recipe.sysprep)}")
             sysprep.apply(ctx, list(recipe.sysprep))
-        if ctx.state.get("selinux_relabel") or any(step.op == "selinux_relabel" for step in recipe.steps):
-            selinux_relabel(ctx)  # (the step may have run in an earlier launch, before a checkpoint)
+        if (recipe.steps or recipe.sysprep) and relabels(recipe.steps):
+            selinux_relabel(ctx)
         g.umount_all()
     return facts
 
@@ -54,13 +64,30 @@ def _lay_out(ctx: GuestContext, recipe: Recipe, base: BaseImage, grown: bool) ->
         ctx.reporter.info(f"expanded {partition} to fill the disk{how}")
 
 
+def in_order(steps: Sequence[Step], first: int = 0, end: int | None = None) -> list[tuple[int, Step]]:
+    """The steps of steps[first:end] to run, numbered from 1, in virt-customize's order: the passwords
+    of all the steps are set after every other step, so in the stretch that ends with the last step."""
+    end = len(steps) if end is None else end
+    now = [(n, s) for n, s in enumerate(steps[first:end], first + 1) if s.op not in DEFERRED]
+    if end == len(steps):
+        now += [(n, s) for n, s in enumerate(steps, 1) if s.op in DEFERRED]
+    return now
+
+
+def relabels(steps: Sequence[Step]) -> bool:
+    """Whether files are relabelled at the end (on guests that use SELinux): yes, unless a step says no."""
+    return not any(step.op == "no_selinux_relabel" for step in steps)
+
+
 def apply_steps(ctx: GuestContext, recipe: Recipe, first: int = 0, end: int | None = None) -> None:
-    """The steps recipe.steps[first:end] in order; a failure names the step, its file and line."""
+    """The steps recipe.steps[first:end] (passwords last, see in_order); a failure names the step, its
+    file and line."""
     cryptos = [step.arg for step in recipe.steps if step.op == "password_crypto"]
     ctx.state["password_crypto"] = cryptos[-1] if cryptos else passwords.DEFAULT_CRYPTO
     total = len(recipe.steps)
-    for number, step in enumerate(recipe.steps[first:end], first + 1):
-        ctx.reporter.info(f"[{number}/{total}] {step.describe()}")
+    for number, step in in_order(recipe.steps, first, end):
+        later = " (set after the other steps, as virt-customize does)" if step.op in DEFERRED else ""
+        ctx.reporter.info(f"[{number}/{total}] {step.describe()}{later}")
         try:
             REGISTRY[step.op].apply(ctx, step.arg)
         except GuestError as exc:
@@ -73,9 +100,9 @@ def apply_steps(ctx: GuestContext, recipe: Recipe, first: int = 0, end: int | No
 def selinux_relabel(ctx: GuestContext) -> None:
     """Relabel the guest's files if it uses SELinux; if that fails, have it relabel itself at boot."""
     g = ctx.g
-    if not (g.is_file("/etc/selinux/config") and g.is_file("/usr/sbin/load_policy", followsymlinks=True)):
-        ctx.reporter.info("selinux_relabel: the guest does not use SELinux; nothing to do")
-        return
+    if not (g.is_file("/etc/selinux/config", followsymlinks=True) and
+            g.is_file("/usr/sbin/load_policy", followsymlinks=True)):
+        return  # the guest does not use SELinux
     policy = "targeted"
     for line in g.read_file("/etc/selinux/config").decode(errors="replace").splitlines():
         if line.strip().startswith("SELINUXTYPE="):

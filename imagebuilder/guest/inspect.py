@@ -34,6 +34,23 @@ def inspect_and_mount(ctx: GuestContext) -> dict[str, str]:
     return facts
 
 
+def mount_os(g: GuestSession, readonly: bool) -> list[str]:
+    """Mount the filesystems of the one OS inspection finds, as `guestmount -i` does (read-only or not);
+    return the problems of filesystems that would not mount (skipped, as guestmount skips them)."""
+    roots = g.inspect_os()
+    if len(roots) != 1:
+        raise GuestError("no operating system was found on the image" if not roots else
+                         f"the image holds {len(roots)} operating systems; only one is supported")
+    problems = []
+    mounts = g.inspect_get_mountpoints(roots[0])
+    for mountpoint in sorted(mounts, key=len):
+        try:
+            (g.mount_ro if readonly else g.mount)(mounts[mountpoint], mountpoint)
+        except GuestError as exc:
+            problems.append(f"{mounts[mountpoint]} on {mountpoint} is left out: {exc.message}")
+    return problems
+
+
 def describe_image(path: Path, fmt: str, accel: str) -> dict[str, object]:
     """What inspection finds in an image, opened read-only: partitions, filesystems, operating systems."""
     with GuestSession(Drive(path, fmt, readonly=True), accel, network=False) as g:

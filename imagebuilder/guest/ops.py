@@ -452,13 +452,23 @@ operation("service_disable", "Disable services so that they do not start at boot
           details=_SERVICE_DETAILS.format(verb="disable"))(_service_op(False))
 
 
-@operation("selinux_relabel", "Relabel files with their SELinux labels at the end of customization.", "",
-           _flag, "selinux_relabel = true", flag=True, describe=lambda _a: "at the end",
-           details="Done once, after all steps and sysprep, on guests that use SELinux "
-                   "(/etc/selinux/config and load_policy present); when it fails, /.autorelabel is touched "
-                   "so that the guest relabels itself at boot. Nothing happens on other guests.")
-def _selinux_relabel(ctx: GuestContext, _arg: bool) -> None:
-    ctx.state["selinux_relabel"] = True
+@operation("selinux_relabel", "Accepted for compatibility: files are relabelled anyway (see no_selinux_relabel).",
+           "", _flag, "selinux_relabel = true", flag=True, describe=lambda _a: "(automatic)",
+           details="As in current virt-customize, where `--selinux-relabel` is a compatibility option doing "
+                   "nothing: a build relabels the files of a guest that uses SELinux (/etc/selinux/config and "
+                   "load_policy present) once, after all steps and sysprep; when that fails, /.autorelabel is "
+                   "touched so that the guest relabels itself at boot. Nothing happens on other guests.")
+def _selinux_relabel(_ctx: GuestContext, _arg: bool) -> None:
+    return None
+
+
+@operation("no_selinux_relabel", "Do not relabel the guest's files with their SELinux labels at the end.", "",
+           _flag, "no_selinux_relabel = true", flag=True, describe=lambda _a: "no relabelling at the end",
+           details="Like virt-customize's --no-selinux-relabel, it applies to the whole build wherever it is "
+                   "written. Without it, the files of a guest that uses SELinux are relabelled after all steps "
+                   "(see selinux_relabel).")
+def _no_selinux_relabel(_ctx: GuestContext, _arg: bool) -> None:
+    return None  # read before the end of the build (see customize.py)
 
 
 @operation("no_logfile", "Accepted for compatibility: imagebuilder never leaves a build log in the guest.", "",
@@ -548,19 +558,22 @@ def _parse_password(value: Any, ctx: ArgContext) -> tuple[str, passwords.Passwor
            "SELECTOR", lambda v, c: passwords.parse(v, c, "root"), 'root_password = "file:secrets/root.pw"',
            table="{ file | password | random = SAVE_TO, locked }", describe=lambda spec: spec.describe(),
            details="Hashed with SHA-512 crypt (see password_crypto) in imagebuilder and written into "
-                   "/etc/shadow. A random password is never printed: it is saved, readable by its owner only, "
-                   "to `{ random = \"FILE\" }` or, for the plain `random` selector, to "
+                   "/etc/shadow. As in virt-customize, passwords are set after all the other steps, wherever "
+                   "they are written. A random password is never printed: it is saved, readable by its owner "
+                   "only, to `{ random = \"FILE\" }` or, for the plain `random` selector, to "
                    "`RECIPE.root.password` beside the recipe.")
 def _root_password(ctx: GuestContext, spec: passwords.PasswordSpec) -> None:
     accounts.set_password(ctx, "root", spec)
 
 
-@operation("password", "Set a user's password (the user must exist): USER:SELECTOR.", "USER:SELECTOR",
+@operation("password", "Set a user's password (the user must exist once the other steps ran): USER:SELECTOR.",
+           "USER:SELECTOR",
            _parse_password, 'password = "alice:file:secrets/alice.pw"',
            table="{ user, file | password | random = SAVE_TO, locked }",
            describe=lambda a: f"{a[0]}: {a[1].describe()}",
            details="Selectors as for root_password; a plain `random` is saved to `RECIPE.USER.password` beside "
-                   "the recipe.")
+                   "the recipe. As in virt-customize it is set after all the other steps, so the user may be "
+                   "created by a later step (`run_command = \"useradd -m bob\"`).")
 def _password(ctx: GuestContext, arg: tuple[str, passwords.PasswordSpec]) -> None:
     accounts.set_password(ctx, arg[0], arg[1])
 

@@ -313,10 +313,9 @@ def select(requested: list[str]) -> list[str]:
     for item in requested:
         name = item[1:] if item.startswith("-") else item
         if name not in OPERATIONS:
-            import difflib
+            from imagebuilder.suggest import did_you_mean
 
-            close = difflib.get_close_matches(name, list(OPERATIONS), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else " (see `imagebuilder ops`)"
+            hint = did_you_mean(name, OPERATIONS, " (see `imagebuilder ops`)")
             raise ValueError(f"'{name}' is not a sysprep operation{hint}")
         if item.startswith("-"):
             chosen = [n for n in chosen if n != name]

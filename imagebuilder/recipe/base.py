@@ -17,7 +17,7 @@ _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
 _DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 MIRROR_ENV = "IMAGEBUILDER_MIRROR"
 BASE_SOURCES = ("url", "path", "bootstrap", "template")
-_TEMPLATE = re.compile(r"^[A-Za-z0-9._-]+$")   # a virt-builder os-version (or alias)
+_TEMPLATE = re.compile(r"^[A-Za-z0-9._:-]+$")  # a virt-builder os-version (or alias; ':' in simplestreams ids)
 _ARCH = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -118,12 +118,14 @@ def _template_base(table: Table, ctx: ArgContext) -> Base:
     """A virt-builder template; whether it exists is known only once its repository's index is read."""
     template = table.get("template", str)
     if not _TEMPLATE.match(template):
-        raise table.error("template", f"'{template}' is not a template name (letters, digits, '.', '_', '-'; "
+        raise table.error("template", f"'{template}' is not a template name (letters, digits, '.', '_', '-', ':'; "
                                       "see `imagebuilder templates list`)")
     arch = table.get("arch", str, "x86_64")
     if not _ARCH.match(arch):
         raise table.error("arch", f"'{arch}' is not an architecture name such as x86_64 or aarch64")
     repo = table.get("repo", str)
+    if repo is not None and "://" not in repo:  # a path, as libguestfs reads one: relative to the recipe
+        repo = table.convert("repo", str, lambda raw: ctx.inside(raw, (ctx.base_dir / raw).resolve())).as_uri()
     if repo is not None:
         _check_url(table, "repo", repo, ctx)
     key = table.get("repo_key", str)

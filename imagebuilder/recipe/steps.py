@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from imagebuilder.errors import RecipeError
@@ -10,6 +9,7 @@ from imagebuilder.guest import commands_file, ops, sysprep
 from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.model import Step
 from imagebuilder.recipe.tables import Loader, Table
+from imagebuilder.suggest import did_you_mean
 
 
 def parse_steps(loader: Loader, items: list[Any], ctx: ArgContext) -> list[Step]:
@@ -30,8 +30,7 @@ def parse_steps(loader: Loader, items: list[Any], ctx: ArgContext) -> list[Step]
         op_name = names[0]
         op = ops.REGISTRY.get(op_name)
         if op is None:
-            close = difflib.get_close_matches(op_name.replace("-", "_"), list(ops.REGISTRY), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else " (see `imagebuilder ops`)"
+            hint = did_you_mean(op_name.replace("-", "_"), ops.REGISTRY, " (see `imagebuilder ops`)")
             raise loader.error(where + (op_name,), f"unknown operation{hint}")
         line = loader.line(where + (op_name,))
         step_ctx = ctx.fresh()

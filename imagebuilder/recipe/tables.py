@@ -5,7 +5,6 @@ Also the checks of names that more than one section takes (libvirt names, volume
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from imagebuilder import tomlpos
 from imagebuilder.errors import RecipeError
+from imagebuilder.suggest import did_you_mean
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -78,9 +78,7 @@ class Table:
         allowed = self.used | set(known)
         for key in self.data:
             if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.error(key, f"unknown key{hint}")
+                raise self.error(key, f"unknown key{did_you_mean(key, allowed)}")
 
 
 def _type_name(kind: type) -> str:

@@ -6,6 +6,7 @@ shutdown, kill is libvirt's destroy, remove is undefine (optionally with the dom
 
 from __future__ import annotations
 
+import os
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -207,6 +208,25 @@ def volumes_of(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[libvirt
             if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL,
                                             libvirt.VIR_ERR_NO_STORAGE_VOL):
                 raise _virt_error(f"cannot find the volumes of domain {dom.name()}", exc) from None
+    return found
+
+
+def running_on(conn: libvirt.virConnect, path: str) -> list[str]:
+    """The running domains that have the file at path as a disk (or as the backing file of one)."""
+    real = os.path.realpath(path)
+    try:
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    except libvirt.libvirtError as exc:
+        raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
+    found = []
+    for dom in domains:
+        try:
+            root = ET.fromstring(dom.XMLDesc(0))  # the live XML: backing chains included
+        except libvirt.libvirtError:
+            continue  # stopped meanwhile
+        files = [s.get("file", "") for s in root.iter("source") if s.get("file")]
+        if any(os.path.realpath(f) == real for f in files):
+            found.append(dom.name())
     return found
 
 

@@ -146,12 +146,22 @@ def test_list_and_notes(repo):
     args = ["--repo", repo["url"], "--repo-key", str(repo["key"])]
     proc = run_cli("templates", "list", *args, env=repo["env"], timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["ibtest-qcow2             x86_64     Debian 12 (qcow2)",
-                                        "ibtest-raw               x86_64     Debian 12 (raw, xz)"]
+    assert proc.stdout.splitlines() == ["ibtest-raw               x86_64     Debian 12 (raw, xz)",
+                                        "ibtest-qcow2             x86_64     Debian 12 (qcow2)"]
     assert "not verified" not in proc.stderr
+    # side by side with virt-builder: the same listing, and the same JSON where virt-builder has a key
+    vb_args = ["virt-builder", "--no-check-signature", "--no-cache", "--source", repo["url"], "--list"]
+    theirs = subprocess.run(vb_args, env={**os.environ, **repo["env"]}, capture_output=True, text=True, timeout=120,
+                            check=True, stdin=subprocess.DEVNULL)
+    assert proc.stdout == theirs.stdout
     proc = run_cli("templates", "list", *args, "--json", env=repo["env"], timeout=120)
     document = json.loads(proc.stdout)
     assert document["sources"][0]["verified"] is True
+    theirs = subprocess.run(vb_args + ["--list-format", "json"], env={**os.environ, **repo["env"]},
+                            capture_output=True, text=True, timeout=120, check=True, stdin=subprocess.DEVNULL)
+    vb_templates = json.loads(theirs.stdout)["templates"]
+    assert [{key: ours[key] for key in vb if key in ours} for ours, vb in zip(document["templates"], vb_templates)] \
+        == vb_templates
     raw = next(t for t in document["templates"] if t["os-version"] == "ibtest-raw")
     assert (raw["revision"], raw["aliases"], raw["expand"]) == (2, ["ibtest-latest"], repo["expand"])
     proc = run_cli("templates", "notes", "ibtest-latest", *args, env=repo["env"], timeout=120)
@@ -200,3 +210,106 @@ def test_build_from_the_xz_template_grows_the_hinted_partition(repo, xz_template
     manifest = json.loads((tmp_path / "ibtest-template.manifest.json").read_text())
     assert manifest["base"]["source"].startswith("template:ibtest-raw@x86_64 ")
     assert manifest["base"]["digest"] == f"sha512:{xz_template['sha512']}"
+
+
+# An index as users' real ones are: good entries and entries that virt-builder reads leniently or
+# imagebuilder refuses, side by side. Written in the current libguestfs form (blank lines inside a
+# section) for the good entry that is built from.
+MIXED = """[ibtest-good]
+name=Debian 12 (a good entry,
+ with its name on two lines)
+arch=amd64
+
+file=images/ibtest-qcow2.qcow2
+checksum[sha512]={qcow2_sha512}
+
+format=qcow2
+size={size}
+expand={expand_bare}
+revision=0
+aliases=ibtest-mixed ibtest-zero
+
+[ibtest-bad-checksum]
+arch=x86_64
+file=images/ibtest-qcow2.qcow2
+checksum[sha512]={short}
+size={size}
+
+[ibtest-two-checksums]
+arch=x86_64
+file=images/ibtest-qcow2.qcow2
+checksum={qcow2_sha512}
+checksum[sha512]={other}
+size={size}
+
+[ibtest-bad-arch]
+arch=x86 64
+file=images/ibtest-qcow2.qcow2
+size={size}
+
+[ibtest-zero]
+arch=x86_64
+file=images/ibtest-qcow2.qcow2
+checksum[sha512]={qcow2_sha512}
+size=0
+"""
+
+
+def test_a_bad_entry_does_not_hide_the_repository(repo, base_image, tmp_path, cache_dir, launch_counter):
+    text = MIXED.format(qcow2_sha512=sha512(base_image), size=base_image.stat().st_size, short="ab" * 32,
+                        other="cd" * 64, expand_bare=repo["expand"].removeprefix("/dev/"))
+    (repo["dir"] / "mixed-index").write_text(text)
+    url = repo["url"].replace("index.asc", "mixed-index")
+    lines = text.splitlines()
+
+    def line_of(prefix: str, after: str = "") -> int:
+        start = lines.index(after) if after else 0
+        return next(n for n, line in enumerate(lines[start:], start + 1) if line.startswith(prefix))
+
+    # libguestfs 1.48 refuses all of it (a blank line inside a section is a syntax error there)
+    theirs = subprocess.run(["virt-builder", "--no-check-signature", "--no-cache", "--source", url, "--list"],
+                            env={**os.environ, **repo["env"]}, capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL)
+    assert theirs.returncode != 0 and "syntax error" in theirs.stderr
+    proc = run_cli("templates", "list", "--repo", url, env=repo["env"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # the good entries, in the file's order; the bad ones only in warnings that name file, line and field
+    assert [line.split()[:2] for line in proc.stdout.splitlines()] == [["ibtest-good", "amd64"],
+                                                                       ["ibtest-zero", "x86_64"]]
+    expected = {
+        f"{url}:{line_of('checksum[sha512]=', '[ibtest-bad-checksum]')}: [ibtest-bad-checksum] field "
+        "'checksum[sha512]' must be 128 hex digits (SHA-512), got 64 characters; this template is skipped",
+        f"{url}:{line_of('checksum=', '[ibtest-two-checksums]')}: [ibtest-two-checksums] fields 'checksum' and "
+        "'checksum[sha512]' give different checksums; this template is skipped",
+        f"{url}:{line_of('arch=x86 64')}: [ibtest-bad-arch] field 'arch' must be one word such as x86_64, "
+        "not 'x86 64'; this template is skipped",
+        f"{url}:1: [ibtest-good] field 'aliases': 'ibtest-zero' is the name of [ibtest-zero] (line "
+        f"{line_of('[ibtest-zero]')}); the alias is ignored, the name means [ibtest-zero]",
+    }
+    warnings = {line.removeprefix("warning: ") for line in proc.stderr.splitlines()}
+    assert expected <= warnings, proc.stderr
+    assert f"{url}:{line_of('name=')}: [ibtest-good] field 'name' continues on the next line; its lines are " \
+           "joined" in warnings
+    assert f"{url}:{line_of('size=0')}: [ibtest-zero] field 'size' is 0; the image's own size is used" in warnings
+
+    # a build names the good entry by an alias, for x86_64 (amd64 in the index), and grows its hinted partition
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[image]\nname = "ibtest-mixed"\n[base]\ntemplate = "ibtest-mixed"\nrepo = "{url}"\n'
+                      '[disk]\nsize = "3G"\n')
+    output = tmp_path / "out.qcow2"
+    env, launches = launch_counter
+    proc = run_cli("build", str(recipe), "--output", str(output), "--cache-dir", str(cache_dir),
+                   env={**env, **repo["env"]}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert launches() == 1 and output.exists()
+    assert "template ibtest-good (amd64, revision 0)" in proc.stderr
+    assert f"expanded {repo['expand']} to fill the disk (the template's expand hint)" in proc.stderr
+    for warning in expected:
+        assert f"warning: {warning}" in proc.stderr
+    # a build that names a bad entry is refused with its file, line and field, before any download
+    recipe.write_text(recipe.read_text().replace('"ibtest-mixed"\nrepo', '"ibtest-bad-arch"\nrepo'))
+    proc = run_cli("build", str(recipe), "--output", str(tmp_path / "bad.qcow2"), "--cache-dir", str(cache_dir),
+                   env={**env, **repo["env"]}, timeout=300)
+    assert proc.returncode == 1 and launches() == 1, proc.stderr
+    assert f"template 'ibtest-bad-arch' in repository {url} cannot be used: {url}:{line_of('arch=x86 64')}: " \
+           "[ibtest-bad-arch] field 'arch' must be one word" in proc.stderr

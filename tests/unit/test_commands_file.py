@@ -30,7 +30,7 @@ def test_syntax_as_virt_customize_reads_it():
             "hostname  two spaces\n"
             "edit /etc/z:\\\n"
             "  s/^A=.*/A=1/\n")
-    items = commands_file.parse_text(text, "f.cmds")
+    items = commands_file.parse_text(text)
     assert items == [
         Comment(1, "a comment"), Comment(4, "an indented comment"),
         Command(5, "hostname", "web01"),
@@ -60,7 +60,6 @@ def test_a_tab_does_not_separate_the_argument(tmp_path):
     ("upload missing.txt:/tmp\n", 1, "upload: host file 'missing.txt' does not exist"),
     ("install ok,bad;rm\n", 1, "install: 'bad;rm' is not a package name"),
     ("root-password password:a\n\npassword root:password:b\n", 3, "the password of 'root' is already set at line 1"),
-    ("hostname a\nwrite /x:a\\\n", 2, "ends inside a command continued"),
     ("edit /x:s/a/b\n", 1, "edit: unterminated substitution"),
 ])
 def test_errors_name_the_file_and_line(tmp_path, text, line, problem):
@@ -71,6 +70,68 @@ def test_errors_name_the_file_and_line(tmp_path, text, line, problem):
     assert info.value.line == line and problem in info.value.problem
     assert str(info.value).startswith(f"{path}:{line}: ")
     assert info.value.exit_code == 2
+
+
+def test_a_comment_ending_in_a_backslash_continues_the_comment():
+    # virt-customize (String.lines_split, then comments dropped): the next line is part of the comment
+    text = "# set up \\\npassword bob:password:x\nhostname web\n"
+    assert commands_file.parse_text(text) == [Comment(1, "set up \npassword bob:password:x"),
+                                               Command(3, "hostname", "web")]
+
+
+def test_a_backslash_on_the_last_line_is_accepted():
+    # virt-customize reads `write /x:a\` at the end of the file as the argument "/x:a" and a newline
+    for text in ("hostname a\nwrite /x:a\\\n", "hostname a\nwrite /x:a\\"):
+        assert commands_file.parse_text(text)[-1] == Command(2, "write", "/x:a\n")
+
+
+def test_a_blank_line_continued_into_a_command():
+    # joined first, then stripped: "   \" + "hostname x" is the command "hostname x"
+    assert commands_file.parse_text("   \\\nhostname x\n") == [Command(1, "hostname", "x")]
+
+
+@pytest.mark.parametrize(("spec", "parsed"), [
+    # virt-customize passes each comma-separated item to the package manager as one (quoted) argument
+    ("@Xfce Desktop", ("@Xfce Desktop",)), ("kernel-*", ("kernel-*",)), ("perl(Foo::Bar)", ("perl(Foo::Bar)",)),
+    ("nginx=1.22*,curl", ("nginx=1.22*", "curl")), ("/usr/bin/tree", ("/usr/bin/tree",)),
+    ("vim-enhanced >= 9.0", ("vim-enhanced >= 9.0",)), ("python3-?ip", ("python3-?ip",)),
+])
+def test_package_specs_pass_as_the_package_manager_reads_them(tmp_path, spec, parsed):
+    path = tmp_path / "p.cmds"
+    path.write_text(f"install {spec}\n")
+    assert commands_file.parse_commands(path, ArgContext(tmp_path))[0].arg == parsed
+
+
+@pytest.mark.parametrize("spec", ["-y", "--allow-unauthenticated", "a;b", "$(id)", "`id`", "a|b", "a&b", "a,,b",
+                                  "x'y", "a\\b"])
+def test_what_cannot_be_a_package_spec_is_refused(tmp_path, spec):
+    path = tmp_path / "p.cmds"
+    path.write_text(f"install {spec}\n")
+    with pytest.raises(RecipeError, match="is not a package name or spec"):
+        commands_file.parse_commands(path, ArgContext(tmp_path))
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("inject-blnsvr /usr/share/virtio-win\n", "'inject-blnsvr': Windows guests are not supported by imagebuilder"),
+    ("inject-qemu-ga /usr/share/virtio-win\n", "'inject-qemu-ga': Windows guests are not supported by imagebuilder"),
+    ("no-selinux-relable\n", "unknown command 'no-selinux-relable' (did you mean 'no-selinux-relabel'?)"),
+    ("no-hostname x\n", "unknown command 'no-hostname' (see `imagebuilder ops`)"),
+    ("no-update\n", "unknown command 'no-update' (see `imagebuilder ops`)"),
+])
+def test_windows_operations_and_suggestions(tmp_path, text, problem):
+    # a did-you-mean never suggests the opposite of what was asked (the name without "no-")
+    path = tmp_path / "w.cmds"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        commands_file.parse_commands(path, ArgContext(tmp_path))
+    assert info.value.problem == problem
+
+
+def test_no_selinux_relabel_is_a_command(tmp_path):
+    path = tmp_path / "s.cmds"
+    path.write_text("no-selinux-relabel\nselinux-relabel\n")
+    parsed = commands_file.parse_commands(path, ArgContext(tmp_path))
+    assert [(p.command.op, p.arg) for p in parsed] == [("no_selinux_relabel", True), ("selinux_relabel", True)]
 
 
 def test_flag_commands_ignore_their_argument_as_virt_customize_does(tmp_path):
@@ -132,6 +193,19 @@ def test_convert_then_load_gives_the_same_steps(tmp_path):
     assert [(s.op, s.arg) for s in loaded.steps[:-1]] == [(s.op, s.arg) for s in expanded[:-1]]
     assert loaded.steps[-1].arg.save_to == tmp_path / "cmds" / "converted.root.password"
     assert "# legacy setup" in result.output
+
+
+def test_convert_keeps_the_order_and_the_meaning_of_passwords(tmp_path):
+    # virt-customize sets passwords after all other operations; a recipe does too, so the converted
+    # recipe keeps the file's order and means the same
+    path = tmp_path / "users.cmds"
+    path.write_text("password bob:password:pw\nrun-command useradd -m bob\n")
+    (tmp_path / "base.qcow2").write_bytes(b"")
+    result = CliRunner().invoke(app, ["convert", str(path), "--base", "base.qcow2"])
+    assert result.exit_code == 0, result.output
+    assert "# As in virt-customize, the passwords are set after all the other steps" in result.output
+    (tmp_path / "users.toml").write_text(result.output)
+    assert [s.op for s in recipe.load(tmp_path / "users.toml").steps] == ["password", "run_command"]
 
 
 def test_convert_keeps_awkward_arguments_intact(tmp_path):

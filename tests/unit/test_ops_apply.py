@@ -345,9 +345,45 @@ def test_selinux_relabel_only_where_selinux_is_used(guest):
     assert guest.relabelled == [("/etc/selinux/targeted/contexts/files/file_contexts", "/")]
 
 
-def test_selinux_relabel_step_is_deferred(run):
-    run("selinux_relabel", True)
-    assert run.ctx.state["selinux_relabel"] is True
+def test_passwords_are_set_after_every_other_step(guest, host):
+    # virt-customize (customize_run.ml): "Store the passwords and set them all at the end", so a password
+    # for a user that a later run-command creates works
+    from imagebuilder import recipe
+    from imagebuilder.guest.customize import apply_steps
+
+    (host / "users.cmds").write_text("password bob:password:bobpw\nroot-password password:rootpw\n"
+                                     "run-command useradd -m bob\n")
+    (host / "recipe.toml").write_text('[image]\nname = "x"\n[base.bootstrap]\n[[steps]]\n'
+                                      'commands_from_file = "users.cmds"\n[[steps]]\nhostname = "h"\n')
+    loaded = recipe.load(host / "recipe.toml")
+    guest.programs["sh"] = lambda argv: _fake_useradd(guest)(["useradd", "bob"]) + "imagebuilder-exit-status:0\n"
+    log = io.StringIO()
+    apply_steps(GuestContext(guest, Reporter("plain", log), {"package_management": "apt"}), loaded)
+    bob = guest.cat("/etc/shadow").splitlines()[-1].split(":")
+    assert bob[0] == "bob" and crypt.crypt("bobpw", bob[1]) == bob[1]
+    order = [line.split("] ", 1)[1].split(":")[0] for line in log.getvalue().splitlines() if line.startswith("[")]
+    assert order == ["commands_from_file", "run_command", "hostname", "password", "root_password"]
+    assert "[2/5] password: bob: inline password (set after the other steps, as virt-customize does)" in log.getvalue()
+
+
+def test_passwords_wait_for_the_stretch_that_ends_with_the_last_step():
+    from imagebuilder.guest.customize import in_order
+    from imagebuilder.recipe.model import Step
+
+    steps = [Step("password", ("bob", None), 1), Step("install", ("tree",), 2), Step("run_command", "x", 3),
+             Step("root_password", None, 4), Step("hostname", "h", 5)]
+    assert [n for n, _ in in_order(steps, 0, 2)] == [2]  # a checkpoint after the install
+    assert [n for n, _ in in_order(steps, 2, 5)] == [3, 5, 1, 4]
+    assert [n for n, _ in in_order(steps)] == [2, 3, 5, 1, 4]
+
+
+def test_files_are_relabelled_unless_a_step_says_no():
+    # current virt-customize relabels SELinux guests unless --no-selinux-relabel; --selinux-relabel does nothing
+    from imagebuilder.guest.customize import relabels
+    from imagebuilder.recipe.model import Step
+
+    assert relabels([]) and relabels([Step("selinux_relabel", True, 1)])
+    assert not relabels([Step("hostname", "h", 1), Step("no_selinux_relabel", True, 2)])
 
 
 def test_a_failing_step_names_its_file_and_line(guest, host):

@@ -194,23 +194,30 @@ def test_no_repository_at_all(monkeypatch, tmp_path, no_config):
 # --- the command line ----------------------------------------------------------------------------
 
 def test_cli_list_omits_hidden_templates(repo_url, no_config):
+    # virt-builder --list: "%-24s %-10s %s" in the index's order, hidden templates left out
     result = runner.invoke(app, ["templates", "list", "--repo", repo_url])
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stdout.splitlines() if not line.startswith("warning")]
-    assert lines == ["debian-12                aarch64    Debian 12 for ARM",
-                     "debian-12                x86_64     Debian 12"]
+    assert result.stdout.splitlines() == ["debian-12                x86_64     Debian 12",
+                                          "debian-12                aarch64    Debian 12 for ARM"]
 
 
 def test_cli_list_json(repo_url, no_config):
     result = runner.invoke(app, ["templates", "list", "--repo", repo_url, "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["sources"] == [{"id": repo_url, "uri": repo_url, "gpgkey": None, "verified": False}]
-    by_name = {(t["os-version"], t["arch"]): t for t in document["templates"]}
-    first = by_name[("debian-12", "x86_64")]
-    assert first["aliases"] == ["debian", "bookworm"] and first["expand"] == "/dev/sda3"
-    assert first["notes"] == {"C": "Debian 12 (bookworm).\n\nSecond paragraph."}
-    assert by_name[("secret", "x86_64")]["hidden"] is True
+    # virt-builder --list --list-format json: sources [{"uri"}] ("key" when signed); templates in the
+    # index's order, hidden ones too, absent fields left out; imagebuilder adds id, format, verified,
+    # and per template the repository, file, revision, checksum, format, expand
+    assert document["version"] == 1
+    assert document["sources"] == [{"uri": repo_url, "id": repo_url, "format": "native", "verified": False}]
+    first, arm, secret = document["templates"]
+    assert first == {"os-version": "debian-12", "full-name": "Debian 12", "arch": "x86_64", "size": 2147483648,
+                     "notes": {"C": "Debian 12 (bookworm).\n\nSecond paragraph."}, "aliases": ["debian", "bookworm"],
+                     "hidden": False, "repository": repo_url, "file": "images/debian-12.raw.xz", "revision": 1,
+                     "format": "raw", "expand": "/dev/sda3", "checksum": {"sha512": SHA}}
+    assert "notes" not in arm and "aliases" not in arm and "osinfo" not in arm
+    assert (secret["os-version"], secret["hidden"]) == ("secret", True)
+    assert document["skipped"] == []
 
 
 def test_cli_notes(repo_url, no_config):
@@ -218,9 +225,25 @@ def test_cli_notes(repo_url, no_config):
     assert result.exit_code == 0, result.output
     assert result.stdout == "Debian 12 (bookworm).\n\nSecond paragraph.\n"
     result = runner.invoke(app, ["templates", "notes", "debian-12", "--arch", "aarch64", "--repo", repo_url])
-    assert result.stdout == "There are no notes for debian-12.\n"
+    assert result.stdout == "There are no notes for debian-12\n"  # virt-builder's words
     result = runner.invoke(app, ["templates", "notes", "debian-99", "--repo", repo_url])
     assert result.exit_code == 2 and "template 'debian-99' for arch x86_64 is not in any repository" in result.output
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"LANG": "ja_JP.UTF-8"}, "ja"), ({"LC_MESSAGES": "ja_JP.UTF-8", "LANG": "C"}, "ja"),
+    ({"LC_ALL": "C", "LC_MESSAGES": "ja_JP.UTF-8"}, "C"), ({"LC_ALL": "", "LC_MESSAGES": "ja", "LANG": "C"}, "ja"),
+    ({}, "C"),
+])
+def test_cli_notes_follow_lc_all_lc_messages_then_lang(tmp_path, monkeypatch, no_config, env, expected):
+    # virt-builder takes the language of setlocale(LC_MESSAGES): LC_ALL, then LC_MESSAGES, then LANG
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "index").write_text("[t]\narch=x86_64\nfile=t\nsize=1\nnotes=C\nnotes[ja]=ja\n")
+    result = runner.invoke(app, ["templates", "notes", "t", "--repo", (tmp_path / "index").as_uri()])
+    assert result.stdout == f"{expected}\n"
 
 
 def test_cli_unreadable_repository(tmp_path, no_config):
@@ -230,14 +253,21 @@ def test_cli_unreadable_repository(tmp_path, no_config):
     assert result.exit_code == 2 and "no virt-builder repository is configured" in result.output
 
 
-def test_cli_bad_conf_file_exits_2(tmp_path, monkeypatch):
+def test_cli_a_bad_conf_file_is_skipped_and_the_others_work(tmp_path, monkeypatch, repo_url):
+    # virt-builder skips a repos.d file it cannot parse ("[ignored]") and a section without uri=
     confdir = tmp_path / "virt-builder" / "repos.d"
     confdir.mkdir(parents=True)
     (confdir / "bad.conf").write_text("[r]\nuri = http://h/index\n")
+    (confdir / "nouri.conf").write_text("[n]\nproxy=off\n")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("VIRT_BUILDER_DIRS", str(tmp_path / "none"))
     result = runner.invoke(app, ["templates", "list"])
-    assert result.exit_code == 2 and f"{confdir / 'bad.conf'}:2: no space is allowed before '='" in result.output
+    assert result.exit_code == 2 and "no virt-builder repository is configured" in result.stderr
+    assert f"warning: {confdir / 'bad.conf'}:2: no space is allowed before '='" in result.stderr
+    assert f"warning: {confdir / 'nouri.conf'}:1: [n]: 'uri=' (the URL of the index) is required" in result.stderr
+    (confdir / "good.conf").write_text(f"[good]\nuri={repo_url}\n")
+    result = runner.invoke(app, ["templates", "list"])
+    assert result.exit_code == 0 and result.stdout.startswith("debian-12 ")
 
 
 # --- the expand hint in the appliance ------------------------------------------------------------
