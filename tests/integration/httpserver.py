@@ -123,10 +123,6 @@ class FileServer:
         with open(path, "rb") as handle:
             handle.seek(start)
             while chunk := handle.read(CHUNK):
-                if hold is not None and served.sent >= hold:
-                    hold = None
-                    self.behaviour.held.set()
-                    self.behaviour.release.wait(HOLD_LIMIT)
                 if limit is not None and served.sent + len(chunk) > limit:
                     chunk = chunk[: limit - served.sent]
                 try:
@@ -137,6 +133,10 @@ class FileServer:
                 self.sending[request.path] = self.sending.get(request.path, 0) + len(chunk)
                 if self.behaviour.delay:
                     time.sleep(self.behaviour.delay)
+                if hold is not None and served.sent >= hold:
+                    hold = None
+                    self.behaviour.held.set()
+                    self.behaviour.release.wait(HOLD_LIMIT)
                 if limit is not None and served.sent >= limit:
                     request.close_connection = True
                     break
