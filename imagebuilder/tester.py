@@ -2,7 +2,8 @@
 
 File and package checks run offline on the image (read-only, one appliance launch). Command
 checks run in a throwaway domain that boots a qcow2 overlay of the image, so the image itself
-never changes; the domain, the overlay and its transient pool are gone afterwards.
+never changes; the domain, the overlay and its transient pool are gone afterwards. When the
+recipe's own domain runs from the image, the checks run there instead (see run_checks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import libvirt
 
 from imagebuilder import accel as accelerator, disk
 from imagebuilder.checks import Check, Outcome, Report, judge_command
@@ -22,7 +27,7 @@ from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.run import run
-from imagebuilder.virt import boot, connection, storage
+from imagebuilder.virt import boot, connection, domain, storage
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
 from imagebuilder.virt.spec import serial_log_path
 from imagebuilder.virt.wait import agent_exec, wait_for_agent, wait_for_boot
@@ -50,31 +55,77 @@ def built_image(recipe: Recipe, image: Path | None) -> Path:
 
 
 def run_checks(recipe: Recipe, image: Path, accel: str, reporter: Reporter, uri: str = "qemu:///system") -> Report:
-    """Run every [[tests]] check of the recipe against image; the image is never modified."""
+    """Run every [[tests]] check of the recipe against image; the image is never modified.
+
+    When the recipe's own domain runs from the image (as after a build that boots it), the command
+    checks run in that domain through its agent, and the offline ones on a point-in-time copy.
+    """
     if not recipe.tests:
         raise InputError(f"{recipe.file}: the recipe has no [[tests]] to run")
-    try:
-        fmt, _ = disk.probe(image)
-    except BuildError as exc:
-        if "lock" not in exc.message:
-            raise
-        raise BuildError(f"{image} is in use by a running virtual machine, so it cannot be tested now",
-                         hint="stop it first (imagebuilder vm stop NAME), or test a copy with --image") from None
     report = Report(recipe.name)
     offline = [c for c in recipe.tests if c.kind != "command"]
     booted = [c for c in recipe.tests if c.kind == "command"]
-    if offline:
-        reporter.info(f"offline checks on {image}: {len(offline)}")
-        _offline(image, fmt, accel, offline, report)
-    if booted:
-        reporter.info(f"booting a throwaway domain on an overlay of {image} for {len(booted)} command checks")
-        _booted(recipe, image, fmt, accel, uri, booted, report, reporter)
+    with connection.connect(uri) as conn:
+        running = domain.running_on(conn, str(image)) if connection.is_local(conn) else []
+        own = recipe.domain.name if recipe.domain else None
+        if running and own not in running:
+            raise BuildError(f"{image} is in use by the running domain {running[0]}, so it cannot be tested now",
+                             hint="stop it first (imagebuilder vm stop NAME), or test a copy with --image")
+        if running:
+            _in_running_domain(conn.lookupByName(own), image, accel, offline, booted, report, reporter)
+    if not running:
+        fmt, _ = disk.probe(image)
+        if offline:
+            reporter.info(f"offline checks on {image}: {len(offline)}")
+            _offline(image, fmt, accel, offline, report)
+        if booted:
+            reporter.info(f"booting a throwaway domain on an overlay of {image} for {len(booted)} command checks")
+            _booted(recipe, image, fmt, accel, uri, booted, report, reporter)
     order = {check.name: index for index, check in enumerate(recipe.tests)}
     report.outcomes.sort(key=lambda outcome: order[outcome.check.name])
     for outcome in report.outcomes:
         mark = "PASS" if outcome.passed else "FAIL"
         reporter.info(f"{mark} {outcome.check.name}" + (f": {outcome.message}" if outcome.message else ""))
     return report
+
+
+def _in_running_domain(dom, image: Path, accel: str, offline: list[Check], booted: list[Check],  # noqa: ANN001
+                       report: Report, reporter: Reporter) -> None:
+    """The checks on an image the recipe's own domain runs from: commands through its agent, offline
+    checks on a copy taken while the guest's filesystems are frozen (or as they are, without an agent)."""
+    reporter.info(f"{image} is the disk of the running domain {dom.name()}: checking it there")
+    if offline:
+        scratch = Path(tempfile.mkdtemp(prefix="imagebuilder-test-", dir="/var/tmp"))
+        try:
+            copy = scratch / "copy.qcow2"
+            with _frozen(dom, reporter):
+                run(["qemu-img", "convert", "-U", "-O", "qcow2", str(image), str(copy)])
+            reporter.info(f"offline checks on a copy of {image} taken now: {len(offline)}")
+            _offline(copy, "qcow2", accel, offline, report)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if booted:
+        wait_for_agent(dom, BOOT_TIMEOUT)
+        wait_for_boot(dom, BOOT_TIMEOUT)
+        reporter.info(f"running command checks in {dom.name()} through its guest agent")
+        for check in booted:
+            report.outcomes.append(_command_check(dom, check))
+
+
+@contextmanager
+def _frozen(dom, reporter: Reporter) -> Iterator[None]:  # noqa: ANN001
+    """The guest's filesystems frozen through its agent while the block runs, when the agent can."""
+    try:
+        dom.fsFreeze()
+    except libvirt.libvirtError as exc:
+        reporter.info(f"could not freeze the guest's filesystems ({exc.get_error_message()}): the copy is "
+                      "taken as they are")
+        yield
+        return
+    try:
+        yield
+    finally:
+        dom.fsThaw()
 
 
 def _offline(image: Path, fmt: str, accel: str, checks: list[Check], report: Report) -> None:

@@ -187,16 +187,16 @@ class Child:
 
 @pytest.fixture
 def sandbox(tmp_path):
-    """(env, log): the environment every child build gets (TCG; temporary files and the appliance's
-    sockets under the test's directory; a qemu wrapper that logs the arguments of every qemu that
-    libguestfs runs) and that log."""
+    """(env, log): the environment every child build gets (temporary files and the appliance's sockets
+    under the test's directory; a qemu wrapper that logs the arguments of every qemu that libguestfs
+    runs) and that log."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     log = tmp_path / "appliances.log"
     wrapper = tmp_path / "qemu-wrapper"
     wrapper.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\nexec {shutil.which('qemu-system-x86_64')} \"$@\"\n")
     wrapper.chmod(0o755)
-    env = {"IMAGEBUILDER_ACCEL": "tcg", "TMPDIR": str(tmp), "LIBGUESTFS_TMPDIR": str(tmp), "XDG_RUNTIME_DIR": str(tmp),
+    env = {"TMPDIR": str(tmp), "LIBGUESTFS_TMPDIR": str(tmp), "XDG_RUNTIME_DIR": str(tmp),
            "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"), "LIBGUESTFS_HV": str(wrapper),
            "XDG_STATE_HOME": str(tmp_path / "state")}
     return env, log
@@ -278,7 +278,7 @@ def next_build_works(tmp_path: Path, env: dict[str, str], cache: Path, server: F
     entry = Cache(cache).lookup("images", digest.replace(":", "-"))
     assert entry is not None and f"sha256:{sha256(entry)}" == digest
     if real:
-        assert "found 12 (debian 12)" in child.stderr or "found Debian" in child.stderr, child.stderr[-2000:]
+        assert "(debian 12." in child.stderr, child.stderr[-2000:]  # inspection found the tiny guest
     shutil.rmtree(tmp_path / "next")
 
 
