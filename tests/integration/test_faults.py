@@ -189,14 +189,15 @@ class Child:
 def sandbox(tmp_path):
     """(env, log): the environment every child build gets (temporary files and the appliance's sockets
     under the test's directory; a qemu wrapper that logs the arguments of every qemu that libguestfs
-    runs) and that log."""
+    runs) and that log. TCG: the accelerator verdict is per qemu binary, and each test's wrapper is
+    another binary, so `auto` would probe KVM in every build; faults do not depend on the accelerator."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     log = tmp_path / "appliances.log"
     wrapper = tmp_path / "qemu-wrapper"
     wrapper.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\nexec {shutil.which('qemu-system-x86_64')} \"$@\"\n")
     wrapper.chmod(0o755)
-    env = {"TMPDIR": str(tmp), "LIBGUESTFS_TMPDIR": str(tmp), "XDG_RUNTIME_DIR": str(tmp),
+    env = {"IMAGEBUILDER_ACCEL": "tcg", "TMPDIR": str(tmp), "LIBGUESTFS_TMPDIR": str(tmp), "XDG_RUNTIME_DIR": str(tmp),
            "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"), "LIBGUESTFS_HV": str(wrapper),
            "XDG_STATE_HOME": str(tmp_path / "state")}
     return env, log
