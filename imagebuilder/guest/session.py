@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import guestfs
 
 from imagebuilder import accel as accelerator
-from imagebuilder.errors import GuestError
+from imagebuilder.errors import GuestError, Interrupted
 from imagebuilder.guest.launch import LaunchWatch, qemu_children
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class GuestSession:
     def _launch(self, accel: str) -> None:
         """Attach the drives and launch under accel, watched; GuestError (or _KvmLaunchFailed) if it fails."""
         g = self._g = guestfs.GuestFS(python_return_dict=True)
-        watch = LaunchWatch(_bound(accel))
+        watch = LaunchWatch(_bound(accel), guestfs.EVENT_APPLIANCE)
         try:
             g.set_backend("direct")
             if accel == "tcg":
@@ -81,13 +83,13 @@ class GuestSession:
                 options = {"readonly": True} if drive.readonly else {"cachemode": "unsafe", "discard": "besteffort"}
                 g.add_drive_opts(str(drive.path), format=drive.fmt, label=drive.label, **options)
             g.set_verbose(True)  # the console is what the watchdog watches; the callback keeps it off stderr
-            g.set_event_callback(watch.console, guestfs.EVENT_APPLIANCE)
-            g.set_event_callback(_library_message, guestfs.EVENT_LIBRARY)
+            handle = g.set_event_callback(watch.event, guestfs.EVENT_APPLIANCE | guestfs.EVENT_LIBRARY)
             log.debug("launching the libguestfs appliance (%s)", accel)
-            with watch:
+            with watch, _quiet_interrupts():
                 g.launch()
         except RuntimeError as exc:
             self._close_handle()
+            self._signal_again()
             first = (str(exc).strip().splitlines() or ["it failed"])[0]
             if watch.stalled:
                 message = f"its console showed nothing new for {watch.seconds:.0f}s (last: {watch.last_words()!r})"
@@ -97,8 +99,20 @@ class GuestSession:
                 raise _KvmLaunchFailed(message) from None
             raise GuestError(f"starting the libguestfs appliance failed: {message}",
                              hint="run libguestfs-test-tool to see what is wrong") from None
+        self._signal_again()
         g.set_verbose(False)
+        # The appliance, started verbose, goes on logging to its console; without a callback libguestfs
+        # would print that on stderr. Not a Python function, where a signal's exception would be lost
+        # (see launch.py): "".format takes any arguments and does nothing.
+        g.delete_event_callback(handle)
+        g.set_event_callback("".format, guestfs.EVENT_APPLIANCE | guestfs.EVENT_LIBRARY)
         self.accel = accel
+
+    def _signal_again(self) -> None:
+        """Deliver again a SIGINT or SIGTERM that came during launch(): its exception may have been
+        raised inside the event callback, where libguestfs drops it."""
+        if self._abort is not None and self._abort.seen is not None:
+            signal.raise_signal(self._abort.seen)
 
     def device(self, label: str = IMAGE) -> str:
         """The API name (/dev/sdX) of the disk with this label."""
@@ -147,9 +161,21 @@ class GuestSession:
         return call
 
 
-def _library_message(_event: int, _handle: int, buf: str, _array: list) -> None:
-    """libguestfs's own messages while it launches (supermin, the qemu command line): for -v only."""
-    log.debug("libguestfs: %s", buf.rstrip())
+@contextmanager
+def _quiet_interrupts() -> Iterator[None]:
+    """While launch() runs, a signal's exception raised in the event callback is printed by libguestfs
+    through sys.excepthook: keep that quiet (the signal is delivered again afterwards)."""
+    previous = sys.excepthook
+
+    def hook(kind, value, trace) -> None:  # noqa: ANN001
+        if not issubclass(kind, (KeyboardInterrupt, Interrupted)):
+            previous(kind, value, trace)
+
+    sys.excepthook = hook
+    try:
+        yield
+    finally:
+        sys.excepthook = previous
 
 
 def _bound(accel: str) -> float | None:
@@ -175,6 +201,7 @@ class AbortOnSignal:
     """
 
     def __init__(self) -> None:
+        self.seen: signal.Signals | None = None  # the signal that came
         self._read = self._write = -1
         self._thread: threading.Thread | None = None
         if threading.current_thread() is not threading.main_thread():
@@ -191,9 +218,11 @@ class AbortOnSignal:
 
     def _watch(self) -> None:
         while data := os.read(self._read, 64):
-            if signal.SIGINT in data or signal.SIGTERM in data:
-                _kill_qemu_children()
-                return
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if sig in data:
+                    self.seen = sig
+                    _kill_qemu_children()
+                    return
 
     def stop(self) -> None:
         """Stop watching (the appliance is closed)."""

@@ -32,22 +32,29 @@ def test_a_tcg_domain_keeps_its_cpu_model():
     assert root.get("type") == "qemu" and root.find("cpu") is None
 
 
+CONSOLE, LIBRARY = 16, 32  # guestfs.EVENT_APPLIANCE, guestfs.EVENT_LIBRARY
+
+
+def feed(watch: LaunchWatch, buf: str, array: list) -> None:
+    """As libguestfs calls the callback: a console event, then one of its own messages."""
+    watch.event(CONSOLE, 1, buf, array)
+    watch.event(LIBRARY, 1, "libguestfs: a message of its own\n", [])
 QEMU_STARTS = 'supermin: if-newer: output does not need rebuilding\n/usr/bin/qemu-system-x86_64 \\\n    -append "x"\n'
 
 
 def test_launch_watch_reads_the_console_by_lines():
-    watch = LaunchWatch(None)
+    watch = LaunchWatch(None, CONSOLE)
     for piece in (QEMU_STARTS, "\x1b[2JSeaBIOS (version 1.16)\r\nBooting from ", "ROM...\r\n[    0.000000] Linux ver",
                   "sion 6.1.0-57-amd64\r\n"):
-        watch.console(0, 0, piece, [])
+        feed(watch, piece, [])
     assert watch.banner
     assert list(watch.lines)[-2:] == ["Booting from ROM...", "[    0.000000] Linux version 6.1.0-57-amd64"]
 
 
 def test_launch_watch_without_the_kernel_banner():
-    watch = LaunchWatch(None)
-    watch.console(0, 0, QEMU_STARTS, [])
-    watch.console(0, 0, "SeaBIOS\r\nBooting from ROM...\r\n", [])
+    watch = LaunchWatch(None, CONSOLE)
+    feed(watch, QEMU_STARTS, [])
+    feed(watch, "SeaBIOS\r\nBooting from ROM...\r\n", [])
     assert not watch.banner and watch.last_words() == "Booting from ROM..."
 
 
@@ -65,8 +72,8 @@ def test_doctor_blocks_only_on_failures():
 
 
 def test_launch_watch_skips_what_comes_before_qemu_and_its_command_line():
-    watch = LaunchWatch(None)
-    watch.console(0, 0, QEMU_STARTS, [])
+    watch = LaunchWatch(None, CONSOLE)
+    feed(watch, QEMU_STARTS, [])
     assert watch.last_words() == "nothing"
-    watch.console(0, 0, "SeaBIOS (version 1.16)\r\n", [])
+    feed(watch, "SeaBIOS (version 1.16)\r\n", [])
     assert watch.last_words() == "SeaBIOS (version 1.16)"
