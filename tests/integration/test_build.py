@@ -68,11 +68,11 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         assert set(document["timings"]) >= {"fetch", "prepare", "customize", "publish", "deploy"}
         assert document["base"]["kind"] == "rootfs"
 
-        dom.destroy()  # the image must hold still while we check that testing does not change it
-        volume_digest = sha256(Path(volume["path"]))
+        # README's next step, as the recipe's comment tells it: test the demo while it runs
         junit = tmp_path / "demo.junit.xml"
         passed = run_cli("test", str(recipe_file), "--junit", str(junit))
         assert passed.returncode == 0, passed.stderr[-3000:]
+        assert f"is the disk of the running domain {name}: checking it there" in passed.stderr
         cases = ET.parse(junit).getroot().findall(".//testcase")
         assert len(cases) == 4 and not ET.parse(junit).getroot().findall(".//failure")
 
@@ -84,13 +84,33 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         failures = ET.parse(junit).getroot().findall(".//testcase[failure]")
         assert [case.get("name") for case in failures] == ["expects a lie"]
         assert json.loads((tmp_path / "s.json").read_text())["failed"] == 1
-        assert sha256(Path(volume["path"])) == volume_digest, "testing must not change the image"
-        assert not [d for d in conn.listAllDomains() if d.name().startswith(f"{name}-test-")]
+        assert dom.isActive() and [d.name() for d in conn.listAllDomains() if d.name().startswith(name)] == [name]
+        assert not list(Path("/var/tmp").glob("imagebuilder-test-*")), "the copy of the disk is gone"
     finally:
         remove_domain(conn, name)
         pool.refresh(0)
         for made in [v for v in pool.listVolumes() if v.startswith(f"{name}")]:
             delete_volume(pool, made)
+
+
+def test_test_of_an_image_file_boots_a_throwaway_domain_on_an_overlay(tmp_path, base_image, conn):
+    """`imagebuilder test --image FILE` where no domain runs from it: files offline, commands in a
+    throwaway domain on an overlay; afterwards the image is unchanged and the domain gone."""
+    recipe_file = tmp_path / "checks.toml"
+    recipe_file.write_text(f'[image]\nname = "checks"\n[base]\npath = "{base_image}"\n'
+                           '[[tests]]\nfile = "/etc/os-release"\ncontains = "bookworm"\n'
+                           '[[tests]]\nname = "the agent runs commands"\ncommand = "cat /etc/debian_version"\n'
+                           'stdout = "^12\\\\."\n')
+    before = sha256(base_image)
+    junit = tmp_path / "checks.junit.xml"
+    proc = run_cli("test", str(recipe_file), "--image", str(base_image), "--junit", str(junit))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"booting a throwaway domain on an overlay of {base_image} for 1 command checks" in proc.stderr
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert [c.get("name") for c in cases] == ["file /etc/os-release", "the agent runs commands"]
+    assert not ET.parse(junit).getroot().findall(".//failure")
+    assert sha256(base_image) == before
+    assert not [d for d in conn.listAllDomains() if d.name().startswith("checks-test-")]
 
 
 @pytest.fixture
