@@ -61,16 +61,25 @@ def cache_dir() -> Path:
 def base_image(cache_dir) -> Path:
     """A bootable Debian 12 qcow2 made by `imagebuilder build` from tests/integration/recipes/base.toml."""
     recipe = ROOT / "tests" / "integration" / "recipes" / "base.toml"
-    inputs = hashlib.sha256(recipe.read_bytes())
-    for module in ("guest/layout.py", "sources/bootstrap.py", "guest/sysprep.py"):
-        inputs.update((ROOT / "imagebuilder" / module).read_bytes())
-    target = TEST_HOME / f"base-{inputs.hexdigest()[:16]}.qcow2"
+    target = TEST_HOME / f"base-{_base_image_key(recipe)}.qcow2"
     if not target.exists():
         proc = run_cli("build", str(recipe), "--output", str(target), "--cache-dir", str(cache_dir),
-                       "--manifest", str(target.with_suffix(".manifest.json")))
+                       "--manifest", str(target.with_suffix(".manifest.json")), timeout=840)
         assert proc.returncode == 0, proc.stderr
     target.chmod(0o644)
     return target
+
+
+def _base_image_key(recipe: Path) -> str:
+    """Everything that shapes the base image: its recipe, all of imagebuilder's code, and the versions of
+    the tools that make it (an image an older version of any of them made is not reused)."""
+    inputs = hashlib.sha256(recipe.read_bytes())
+    for module in sorted((ROOT / "imagebuilder").rglob("*.py")):
+        inputs.update(str(module.relative_to(ROOT)).encode() + b"\0" + module.read_bytes())
+    tools = subprocess.run(["dpkg-query", "-W", "mmdebstrap", "libguestfs0", "qemu-system-x86", "supermin"],
+                           capture_output=True, text=True, check=True).stdout
+    inputs.update(tools.encode())
+    return inputs.hexdigest()[:16]
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

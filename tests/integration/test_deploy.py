@@ -1,9 +1,10 @@
 """Deploying to the host's libvirtd (qemu:///system): clean failure at define, start and wait,
 readiness by serial text, SSH and guest agent, and the `imagebuilder vm` commands.
 
-The builds run the real pipeline in-process with the appliance stage stubbed out (see
-virt_helpers.build_without_appliance), so a failure test costs a second, not an appliance launch.
-One test boots the session's Debian image; the others boot a 512-byte serial echo guest.
+The failure tests and the vm-command test run the real pipeline in-process with the customize stage
+stubbed (virt_helpers.build_customize_stubbed; their names end in `customize_stubbed`), so each costs a
+second, not an appliance launch, and boot a 512-byte serial echo guest. Real builds: the Debian boot,
+and the tiny guest with the echo in its MBR failing at its wait (with and without --keep-on-failure).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import os
 import re
 import select
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -21,14 +24,18 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from imagebuilder.errors import BuildError, VirtError
+from imagebuilder.run import run
 from imagebuilder.virt.console import ConsoleTap
 from imagebuilder.virt.domain import define, domain_exists, remove_by_uuid, remove_domain
 from imagebuilder.virt.domainxml import OSINFO_NS, DiskSpec, DomainSpec, domain_xml
+from imagebuilder.virt.storage import create_volume
 from imagebuilder.virt.wait import SerialLog, agent_exec, wait_for_agent, wait_for_serial
 from tests.integration.conftest import ROOT, run_cli
 from tests.integration.helpers import unique
-from tests.integration.virt_helpers import (build_without_appliance, echo_image, echo_recipe_text, forget_logs,
-                                            volume_names)
+from tests.integration.loopback import make_pool_dir
+from tests.integration.tinyguest import make_tiny_guest
+from tests.integration.virt_helpers import (ECHO_SECTOR, build_customize_stubbed, echo_image, echo_recipe_text,
+                                            forget_logs, volume_names)
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +69,7 @@ def assert_nothing_left(conn, pool, pool_dir, name):
 # clean failure
 
 
-def test_failure_at_define_removes_the_volume_and_spares_a_namesake(monkeypatch, conn, pool, pool_dir, echo_recipe):
+def test_failure_at_define_removes_the_volume_and_spares_a_namesake_customize_stubbed(monkeypatch, conn, pool, pool_dir, echo_recipe):
     write, name = echo_recipe
     recipe_file = write('network = "none"\nwait = "none"')
     namesake = str(uuidlib.uuid4())
@@ -73,7 +80,7 @@ def test_failure_at_define_removes_the_volume_and_spares_a_namesake(monkeypatch,
 
     try:
         with pytest.raises(VirtError, match=f"cannot define the domain: .*'{name}' already exists") as caught:
-            build_without_appliance(monkeypatch, recipe_file, on_customize=someone_else_defines_the_name)
+            build_customize_stubbed(monkeypatch, recipe_file, on_customize=someone_else_defines_the_name)
         assert f"volume: {pool.name()}/{name}.raw at qemu:///system" in caught.value.progress  # it was made
         assert volume_names(pool) == set() and os.listdir(pool_dir) == []
         assert conn.lookupByName(name).UUIDString() == namesake  # not ours: untouched
@@ -82,11 +89,11 @@ def test_failure_at_define_removes_the_volume_and_spares_a_namesake(monkeypatch,
 
 
 @pytest.mark.parametrize("keep", [False, True])
-def test_failure_at_start_removes_volume_and_domain(monkeypatch, conn, pool, pool_dir, echo_recipe, keep):
+def test_failure_at_start_removes_volume_and_domain_customize_stubbed(monkeypatch, conn, pool, pool_dir, echo_recipe, keep):
     write, name = echo_recipe
     recipe_file = write('bridge = "ibtnobr0"\nwait = "none"')  # a host bridge that does not exist
     with pytest.raises(VirtError, match=f"cannot start domain {name}: .*ibtnobr0"):
-        build_without_appliance(monkeypatch, recipe_file, keep_on_failure=keep)
+        build_customize_stubbed(monkeypatch, recipe_file, keep_on_failure=keep)
     if keep:
         assert volume_names(pool) == {f"{name}.raw"} and domain_exists(conn, name)
         assert not conn.lookupByName(name).isActive()
@@ -94,19 +101,55 @@ def test_failure_at_start_removes_volume_and_domain(monkeypatch, conn, pool, poo
         assert_nothing_left(conn, pool, pool_dir, name)
 
 
-def test_failure_at_wait_removes_volume_and_domain_and_shows_the_console(monkeypatch, conn, pool, pool_dir,
+def test_failure_at_wait_removes_volume_and_domain_and_shows_the_console_customize_stubbed(monkeypatch, conn, pool, pool_dir,
                                                                           echo_recipe):
     write, name = echo_recipe
     recipe_file = write('network = "none"\nwait = "serial:READY"\ntimeout = "4s"')
-    began = time.monotonic()
     with pytest.raises(VirtError, match="timed out after 4s waiting for 'READY' on the serial console; "
                                         "last on the serial console: 'OK'"):
-        build_without_appliance(monkeypatch, recipe_file)
-    assert time.monotonic() - began < 60
+        build_customize_stubbed(monkeypatch, recipe_file)
     assert_nothing_left(conn, pool, pool_dir, name)
 
 
-def test_preflight_refuses_before_any_work(monkeypatch, conn, pool, pool_dir, echo_recipe):
+@pytest.fixture(scope="module")
+def echo_tiny():
+    """The tiny guest with the serial echo in its MBR: inspection finds Debian 12 on its partition, so a
+    real build customizes it, and it boots in a second and prints OK."""
+    path = make_pool_dir("ibtest-echotiny-") / "echo-tiny.qcow2"
+    make_tiny_guest(path, boot_sector=ECHO_SECTOR)
+    yield path
+    shutil.rmtree(path.parent)
+
+
+def test_real_build_failing_at_its_wait_and_keep_on_failure(tmp_path, conn, pool, pool_dir, echo_tiny, cache_dir):
+    """A real build (the appliance customizes the image) whose domain never shows what the wait wants:
+    it fails with the console's last line and leaves nothing; with --keep-on-failure on the command
+    line it keeps the volume and the domain for a look, and says so."""
+    name = unique("echotiny")
+    recipe_file = tmp_path / "echo.toml"
+    recipe_file.write_text(f'[image]\nname = "{name}"\n[base]\npath = "{echo_tiny}"\n[sysprep]\nenabled = false\n'
+                           '[[steps]]\nwrite = "/etc/motd:customized"\n'
+                           f'[output]\npool = "{pool.name()}"\n[domain]\nmemory = "64M"\nagent = false\n'
+                           'network = "none"\nwait = "serial:READY"\ntimeout = "20s"\n')
+    try:
+        failed = run_cli("build", str(recipe_file), "--cache-dir", str(cache_dir))
+        assert failed.returncode == 1
+        assert "[1/1] write: /etc/motd" in failed.stderr
+        assert ("timed out after 20s waiting for 'READY' on the serial console; last on the serial console: 'OK'"
+                in failed.stderr)
+        assert_nothing_left(conn, pool, pool_dir, name)
+
+        kept = run_cli("build", str(recipe_file), "--cache-dir", str(cache_dir), "--keep-on-failure")
+        assert kept.returncode == 1
+        assert f"kept after failure (--keep-on-failure): volume {pool.name()}/{name}.qcow2" in kept.stderr
+        assert f"kept after failure (--keep-on-failure): domain {name}" in kept.stderr
+        assert volume_names(pool) == {f"{name}.qcow2"} and domain_exists(conn, name)
+    finally:
+        remove_domain(conn, name)
+        forget_logs(name)
+
+
+def test_preflight_refuses_before_any_work_customize_stubbed(monkeypatch, conn, pool, pool_dir, echo_recipe):
     write, name = echo_recipe
     customized = []
     for keys, message in (('network = "ibtest-nonet"', "network ibtest-nonet does not exist on qemu:///system"),
@@ -114,8 +157,8 @@ def test_preflight_refuses_before_any_work(monkeypatch, conn, pool, pool_dir, ec
                           ('network = "none"\nmachine = "pc-i440fx-0.1"', "domain.machine 'pc-i440fx-0.1'"),
                           ('network = "none"\n[[domain.disks]]\nvolume = "missing.img"',
                            f"data disk volume missing.img does not exist in pool {pool.name()}")):
-        with pytest.raises(BuildError, match=re.escape(message)):
-            build_without_appliance(monkeypatch, write(keys), on_customize=lambda: customized.append(1))
+        with pytest.raises(BuildError, match=re.escape(message)):  # TCG: host-passthrough is refused there
+            build_customize_stubbed(monkeypatch, write(keys), on_customize=lambda: customized.append(1), accel="tcg")
     assert customized == []
     assert_nothing_left(conn, pool, pool_dir, name)
 
@@ -140,10 +183,10 @@ def vm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPro
     return run_cli("vm", *args, env=env, timeout=300)
 
 
-def test_serial_wait_console_and_vm_commands(monkeypatch, conn, pool, echo_recipe):
+def test_serial_wait_console_and_vm_commands_customize_stubbed(monkeypatch, conn, pool, echo_recipe):
     write, name = echo_recipe
     recipe_file = write('network = "none"\nwait = "serial:OK"\ntimeout = "120s"\nvideo = "none"')
-    result, progress = build_without_appliance(monkeypatch, recipe_file)
+    result, progress = build_customize_stubbed(monkeypatch, recipe_file)
     assert "'OK' appeared on the serial console: the domain is ready" in progress
     deployed = result.manifest["domain"]
     assert deployed["started"] and deployed["serial_log"] == f"/var/log/libvirt/qemu/{name}-serial.log"
@@ -152,8 +195,8 @@ def test_serial_wait_console_and_vm_commands(monkeypatch, conn, pool, echo_recip
 
     console = subprocess.Popen([sys.executable, "-m", "imagebuilder.cli", "vm", "console", name, "--connect", URI],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    try:
-        time.sleep(1.0)  # let it attach: the echo guest only answers what it receives afterwards
+    try:  # the echo guest only answers what it receives after the console is attached
+        assert b"Connected to the console of" in read_until(console.stderr, b"press Ctrl-] to leave", 60)
         console.stdin.write(b"ping-42\r")
         console.stdin.flush()
         assert b"ping-42" in read_until(console.stdout, b"ping-42", 60)
@@ -185,7 +228,8 @@ def test_serial_wait_console_and_vm_commands(monkeypatch, conn, pool, echo_recip
     assert vm("kill", name, "--connect", URI).stdout.strip() == f"killed {name}"
     assert vm("kill", name, "--connect", URI).stdout.strip() == f"{name} is not running"
 
-    removed = vm("remove", name, "--volumes", "--connect", URI)
+    assert vm("start", name, "--connect", URI).returncode == 0 and dom.isActive()
+    removed = vm("remove", name, "--force", "--volumes", "--connect", URI)
     assert removed.returncode == 0, removed.stderr
     assert f"removed {name} and its volumes {name}.raw" in removed.stdout
     assert not domain_exists(conn, name) and volume_names(pool) == set()
@@ -205,6 +249,16 @@ name = "{name}"
 [base]
 path = "{image}"
 
+[disk]
+compress = true
+
+[[steps]]
+run_command = "useradd -m -s /bin/sh alice && useradd -m -s /bin/sh bob"
+[[steps]]
+password = "alice:disabled"
+[[steps]]
+password = "bob:locked:file:bob.pw"
+
 [output]
 pool = "{pool}"
 
@@ -212,38 +266,78 @@ pool = "{pool}"
 memory = "768M"
 vcpus = 1
 firmware = "efi"
+graphics = "vnc"
 wait = "ssh"
 timeout = "20m"
+[[domain.interfaces]]
+network = "default"
+[[domain.interfaces]]
+network = "default"
+model = "e1000e"
 [[domain.disks]]
 size = "1G"
+[[domain.disks]]
+volume = "{shared}"
+
+[[tests]]
+name = "both NICs are there"
+command = "ls /sys/class/net"
+stdout = "eth1"
+[[tests]]
+package = "openssh-server"
 """
 
 
-def test_debian_boots_until_ssh_answers_then_stops(monkeypatch, tmp_path, conn, pool, base_image):
-    """A real boot, under UEFI: ready by SSH; then the agent, the serial console, the data disk, the
-    osinfo metadata, an ACPI stop and a removal with the volumes, all on this one boot. (The demo
-    test boots the same kind of image under BIOS.)"""
+def test_debian_build_boots_until_ssh_answers_then_stops(tmp_path, conn, pool, base_image, cache_dir):
+    """A real build (`build -v --test`) booted under UEFI: a compressed qcow2, two NICs, VNC, a new and
+    an existing data disk, disabled and locked passwords; ready by SSH; then the [[tests]] through the
+    running domain's agent, the serial console, the osinfo that inspection found, a stop through the
+    guest agent and a removal with the volumes, all on this one boot. (The demo test boots the same
+    kind of image under BIOS.)"""
     name = unique("deb")
+    shared = create_volume(pool, f"{name}-shared.raw", 1 << 20, "raw")
+    (tmp_path / "bob.pw").write_text("Bob-s3cret-pw\n")
     recipe_file = tmp_path / "debian.toml"
-    recipe_file.write_text(DEBIAN_RECIPE.format(name=name, image=base_image, pool=pool.name()))
+    recipe_file.write_text(DEBIAN_RECIPE.format(name=name, image=base_image, pool=pool.name(), shared=shared.name()))
+    manifest_file = tmp_path / "debian.manifest.json"
     try:
-        result, progress = build_without_appliance(monkeypatch, recipe_file,
-                                                   facts={"osinfo": "debian12", "distro": "debian"})
-        assert "SSH answered at 192.168.122." in progress, progress
+        proc = run_cli("build", str(recipe_file), "-v", "--test", "--cache-dir", str(cache_dir),
+                       "--manifest", str(manifest_file))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        progress = proc.stderr
+        assert "SSH answered at 192.168.122." in progress, progress[-3000:]
         assert f"created data disk {pool.name()}/{name}-disk1.qcow2 (1 GiB)" in progress
-        deployed = result.manifest["domain"]
-        assert deployed["osinfo"] == "http://debian.org/debian/12"
+        assert "imagebuilder.run: run: qemu-img convert" in progress and "libguestfs: " in progress  # -v
+        assert "Bob-s3cret-pw" not in progress + proc.stdout
+        assert f"is the disk of the running domain {name}: checking it there" in progress  # --test
+        assert "PASS both NICs are there" in progress and "PASS package openssh-server" in progress
+        deployed = json.loads(manifest_file.read_text())["domain"]
+        assert deployed["osinfo"] == "http://debian.org/debian/12"  # from inspection
         dom = conn.lookupByName(name)
         root = ET.fromstring(dom.XMLDesc(0))
         assert root.find(f"metadata/{{{OSINFO_NS}}}libosinfo/{{{OSINFO_NS}}}os").get("id") == \
             "http://debian.org/debian/12"
-        assert root.find("devices/interface/mac").get("address") == deployed["macs"][0]
+        assert [mac.get("address") for mac in root.findall("devices/interface/mac")] == deployed["macs"]
+        assert [model.get("type") for model in root.findall("devices/interface/model")] == ["virtio", "e1000e"]
+        image = pool.storageVolLookupByName(f"{name}.qcow2").path()
+        assert json.loads(run(["qemu-img", "check", "-U", "--output=json", image]).stdout)["compressed-clusters"] > 0
+
+        graphics = root.find("devices/graphics")
+        assert graphics.get("type") == "vnc" and graphics.get("listen") == "127.0.0.1"
+        with socket.create_connection(("127.0.0.1", int(graphics.get("port"))), timeout=30) as vnc:
+            assert vnc.recv(12).startswith(b"RFB ")
 
         wait_for_agent(dom, 300)
         code, out, _ = agent_exec(dom, ["lsblk", "-bdno", "NAME,SIZE"], timeout=60)
-        assert code == 0 and "vdb 1073741824" in " ".join(out.split())
+        assert code == 0 and {"vdb 1073741824", "vdc 1048576"} <= set(" ".join(line.split()) for line in
+                                                                       out.splitlines())
         code, _, _ = agent_exec(dom, ["test", "-d", "/sys/firmware/efi"], timeout=60)
         assert code == 0, "the bootstrapped image must boot under UEFI (OVMF) too"
+        code, out, _ = agent_exec(dom, ["getent", "shadow", "alice", "bob"], timeout=60)  # the guest's own tools
+        shadow = dict(line.split(":")[:2] for line in out.splitlines())
+        assert shadow["alice"] == "*" and shadow["bob"].startswith("!$6$")  # bob's password is there, locked
+        code, out, _ = agent_exec(dom, ["passwd", "-S", "bob"], timeout=60)
+        assert code == 0 and out.split()[1] == "L", out
 
         wait_for_serial(dom, "login:", 120, SerialLog(deployed["serial_log"]))
         seen = bytearray()
@@ -254,8 +348,7 @@ def test_debian_boots_until_ssh_answers_then_stops(monkeypatch, tmp_path, conn, 
                 time.sleep(2)
         assert b"login:" in seen
 
-        # systemd-logind (the bootstrap installs D-Bus for it) turns the ACPI power button into a poweroff.
-        stop = vm("stop", name, "--timeout", "5m", "--connect", URI)
+        stop = vm("stop", name, "--method", "agent", "--timeout", "5m", "--connect", URI)
         assert stop.returncode == 0, stop.stderr
         assert stop.stdout.strip() == f"stopped {name}" and not dom.isActive()
         removed = vm("remove", name, "--volumes", "--connect", URI)
@@ -264,3 +357,4 @@ def test_debian_boots_until_ssh_answers_then_stops(monkeypatch, tmp_path, conn, 
     finally:
         remove_domain(conn, name)
         forget_logs(name)
+

@@ -16,7 +16,7 @@ from imagebuilder.virt import clone
 from imagebuilder.virt.domain import remove_domain
 from tests.integration.conftest import run_cli
 from tests.integration.helpers import unique
-from tests.integration.virt_helpers import build_without_appliance, echo_image, echo_recipe_text
+from tests.integration.virt_helpers import build_customize_stubbed, echo_image, echo_recipe_text
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +146,7 @@ def echo_recipe(name, image, pool, text, timeout):
                             domain=f'network = "none"\nwait = "serial:{text}"\ntimeout = "{timeout}"')
 
 
-def test_a_build_failing_after_the_alias_moved_puts_it_back(monkeypatch, tmp_path, conn, pool, pool_dir):
+def test_a_build_failing_after_the_alias_moved_puts_it_back_customize_stubbed(monkeypatch, tmp_path, conn, pool, pool_dir):
     """The serial echo guest (no appliance): version 1 boots; version 2's wait fails after the alias
     was moved to it, so the alias names version 1 again and version 2 is gone."""
     name = unique("ver")
@@ -155,12 +155,12 @@ def test_a_build_failing_after_the_alias_moved_puts_it_back(monkeypatch, tmp_pat
     manifest = recipe.with_suffix(".manifest.json")
     try:
         recipe.write_text(echo_recipe(name, image, pool.name(), "OK", "60s"))
-        build_without_appliance(monkeypatch, recipe)
+        build_customize_stubbed(monkeypatch, recipe)
         assert os.readlink(pool_dir / f"{name}.raw") == f"{name}-1.raw"
 
         recipe.write_text(echo_recipe(name, image, pool.name(), "READY", "4s"))
         with pytest.raises(VirtError, match="timed out after 4s waiting for 'READY'") as failed:
-            build_without_appliance(monkeypatch, recipe)
+            build_customize_stubbed(monkeypatch, recipe)
         assert f"alias: {pool.name()}/{name}.raw -> {name}-2.raw" in failed.value.progress, "it had moved"
         assert os.readlink(pool_dir / f"{name}.raw") == f"{name}-1.raw"
         assert sorted(os.listdir(pool_dir)) == [f"{name}-1.raw", f"{name}.raw"], "no version 2, no temporary file"

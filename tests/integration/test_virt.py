@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import threading
-import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -121,8 +120,11 @@ def test_bad_volume_names(name):
         check_volume_name(name)
 
 
-def test_good_volume_name():
-    check_volume_name("web-01.qcow2")
+@pytest.mark.parametrize("name", ["web-01.qcow2", "a", "x" * 255, "web_01.v2+build.raw"])
+def test_good_volume_names_are_taken_by_libvirt_too(pool, pool_dir, name):
+    check_volume_name(name)
+    create_volume(pool, name, MiB, "raw")
+    assert volume_exists(pool, name) and (pool_dir / name).is_file()
 
 
 def test_adopt_file(pool, pool_dir):
@@ -284,10 +286,8 @@ def test_domain_lifecycle_and_agent_failures(conn, domain, capfd):
 
     start(dom)
     assert dom.isActive()
-    began = time.monotonic()
     with pytest.raises(VirtError, match="timed out after 5s waiting for the guest agent to answer"):
         wait_for_agent(dom, timeout=5, serial_log=spec.serial_log, poll=0.5)
-    assert 5 <= time.monotonic() - began < 30
     with pytest.raises(VirtError, match="guest agent guest-exec failed"):
         agent_exec(dom, ["true"])
     assert capfd.readouterr().err == ""  # failed polls are not printed by libvirt
@@ -331,7 +331,6 @@ def test_create_volume_and_its_format(pool, pool_dir):
 
 
 def test_check_network(conn):
-    check_network(conn, "default")  # missing or not: the build may create it
     missing = unique("nonet")
     with pytest.raises(VirtError, match=f"network {missing} does not exist on qemu:///system \\(existing networks"):
         check_network(conn, missing)
@@ -391,5 +390,7 @@ def test_capabilities_name_the_recipe_key(conn, pool):
                             ({"machine": "pc", "vcpus": 300}, "domain.vcpus 300 is more than machine pc takes")):
         with pytest.raises(VirtError, match=re.escape(message)):
             capabilities.check(conn, dataclasses.replace(spec, **change))
-    assert capabilities.host_accel(conn) in ("kvm", "tcg")
+    offered = {domain.get("type") for domain in ET.fromstring(conn.getCapabilities()).findall(
+        "guest/arch[@name='x86_64']/domain")}
+    assert capabilities.host_accel(conn) == ("kvm" if "kvm" in offered else "tcg")
     assert "pc" in capabilities.machines(conn, "tcg") and "q35" in capabilities.machines(conn, "tcg")

@@ -10,6 +10,7 @@ the fault, not on copying a distribution around. It does not boot.
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,8 +42,10 @@ def _libraries(program: str) -> set[str]:
     return found
 
 
-def make_tiny_guest(path: Path, fmt: str = "qcow2") -> Path:
-    """Write the tiny guest image to `path` (raw or qcow2) and return it."""
+def make_tiny_guest(path: Path, fmt: str = "qcow2", boot_sector: bytes | None = None) -> Path:
+    """Write the tiny guest image to `path` (raw or qcow2) and return it. With `boot_sector` (a
+    512-byte sector ending in 55 AA, such as virt_helpers.ECHO_SECTOR) the disk gets an MBR holding
+    that code and the filesystem as its one partition: inspection finds the OS, and the disk boots."""
     with tempfile.TemporaryDirectory(prefix="ibtest-tiny-") as scratch:
         root = Path(scratch) / "root"
         for directory in ("etc", "bin", "dev", "proc", "sys", "tmp", "run", "root", "home/alice", "home/carol", "usr/bin",
@@ -62,9 +65,23 @@ def make_tiny_guest(path: Path, fmt: str = "qcow2") -> Path:
             shutil.copy2(Path(library).resolve(), target)
         raw = Path(scratch) / "tiny.raw"
         subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "ibtiny", "-d", str(root), str(raw), "32M"], check=True)
+        if boot_sector is not None:
+            raw = _with_mbr(raw, boot_sector)
         if fmt == "raw":
             shutil.move(raw, path)
         else:
             subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, str(raw), str(path)], check=True)
     path.chmod(0o644)
     return path
+
+
+def _with_mbr(filesystem: Path, boot_sector: bytes) -> Path:
+    """A disk: the boot code and one Linux partition (from 1 MiB) in the MBR, then the filesystem."""
+    start, sectors = 2048, filesystem.stat().st_size // 512
+    entry = struct.pack("<B3sB3sII", 0x80, b"\0\0\0", 0x83, b"\0\0\0", start, sectors)
+    mbr = boot_sector[:446] + entry + bytes(48) + b"\x55\xaa"
+    disk = filesystem.with_name("disk.raw")
+    with open(disk, "wb") as out, open(filesystem, "rb") as source:
+        out.write(mbr.ljust(start * 512, b"\0"))
+        shutil.copyfileobj(source, out)
+    return disk

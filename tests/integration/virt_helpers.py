@@ -1,5 +1,5 @@
-"""Helpers for the libvirt integration tests: builds without the appliance, a tiny bootable guest,
-and checks that nothing was left behind."""
+"""Helpers for the libvirt integration tests: builds with the customize stage stubbed, a tiny bootable
+guest, and checks that nothing was left behind."""
 
 from __future__ import annotations
 
@@ -36,13 +36,14 @@ def echo_recipe_text(name: str, image: Path, pool: str, domain: str = "", output
             f'[output]\npool = "{pool}"\n{output}\n[domain]\nmemory = "64M"\nagent = false\n{domain}\n')
 
 
-def build_without_appliance(monkeypatch, recipe_file: Path, facts: dict[str, str] | None = None,
+def build_customize_stubbed(monkeypatch, recipe_file: Path, facts: dict[str, str] | None = None,
                             on_customize=None, **options: Any) -> tuple[BuildResult, str]:  # noqa: ANN001
     """Run the real pipeline in this process with the customize stage replaced by a stub.
 
-    Everything libvirt sees is real; only the appliance launch (a fixed ~12 s and more under TCG)
-    is skipped. `on_customize` runs where customization would, between preflight and publish.
-    Returns the result and the progress text; raises what the build raises.
+    For tests about the stages around it (publish, deploy): everything libvirt sees is real; only the
+    appliance launch is skipped. Tests that use it say so in their names (`customize_stubbed`), and
+    what they show also has a test with a real build. `on_customize` runs where customization would,
+    between preflight and publish. Returns the result and the progress text; raises what the build raises.
     """
     def fake_customize(*_args: Any, **_kwargs: Any) -> dict[str, str]:
         if on_customize is not None:
@@ -51,7 +52,6 @@ def build_without_appliance(monkeypatch, recipe_file: Path, facts: dict[str, str
 
     monkeypatch.setattr(pipeline, "customize", fake_customize)
     stream = io.StringIO()
-    options.setdefault("accel", "tcg")
     options.setdefault("manifest_path", recipe_file.with_suffix(".manifest.json"))
     try:
         result = pipeline.build(recipe.load(recipe_file), BuildOptions(**options), Reporter("plain", stream))
