@@ -29,11 +29,21 @@ Say = Callable[[str], None]
 
 
 def start(conn: libvirt.virConnect, dom: libvirt.virDomain, say: Say) -> tuple[libvirt.virDomain, str]:
-    """Start a defined domain, watched; returns the running domain and its accelerator ('kvm'/'tcg')."""
+    """Start a defined domain, watched; returns the running domain and its accelerator ('kvm'/'tcg').
+
+    A domain that qemu will not even start under KVM (on some hosts it aborts: "failed to set MSR")
+    is started under TCG instead; if that works, KVM was to blame and is marked unusable on the host,
+    and if not, the definition is put back and KVM's error stands.
+    """
     if accel_of(dom) == "kvm" and (why := _known_hang(conn)):
         say(f"{dom.name()}: KVM hangs on {_host(conn)} ({why}); the domain runs under TCG")
         dom = _redefine_under_tcg(conn, dom)
-    domain.start(dom)
+    try:
+        domain.start(dom)
+    except VirtError as failed:
+        if accel_of(dom) != "kvm":
+            raise
+        return _start_under_tcg_instead(conn, dom, failed, say), "tcg"
     return watch(conn, dom, say)
 
 
@@ -69,6 +79,21 @@ def watch(conn: libvirt.virConnect, dom: libvirt.virDomain, say: Say) -> tuple[l
         accelerator.demote(why, uri=conn.getURI())
     say(f"{why}: KVM is marked unusable on {_host(conn)}; starting {dom.name()} again under TCG")
     return _restart_under_tcg(conn, dom), "tcg"
+
+
+def _start_under_tcg_instead(conn: libvirt.virConnect, dom: libvirt.virDomain, failed: VirtError,
+                             say: Say) -> libvirt.virDomain:
+    as_it_was = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    tcg = _redefine_under_tcg(conn, dom)
+    try:
+        domain.start(tcg)
+    except VirtError:
+        conn.defineXML(as_it_was)  # not KVM's fault after all
+        raise failed from None
+    why = f"domain {dom.name()} did not start under KVM ({failed.message.splitlines()[0]})"
+    accelerator.demote(why, uri=None if connection.is_local(conn) else conn.getURI())
+    say(f"{why}, but does under TCG: KVM is marked unusable on {_host(conn)}")
+    return tcg
 
 
 def accel_of(dom: libvirt.virDomain) -> str:

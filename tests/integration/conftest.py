@@ -172,6 +172,19 @@ def remote_pool(remote_conn):
     yield from remote_dir_pool(remote_conn)
 
 
+@pytest.fixture(scope="session")
+def echo_tiny():
+    """The tiny guest with the serial echo in its MBR: inspection finds Debian 12 on its partition, so a
+    real build customizes it (one short appliance launch), and it boots in a second and prints OK."""
+    from tests.integration.loopback import make_pool_dir
+    from tests.integration.tinyguest import make_tiny_guest
+    from tests.integration.virt_helpers import ECHO_SECTOR
+    path = make_pool_dir("ibtest-echotiny-") / "echo-tiny.qcow2"
+    make_tiny_guest(path, boot_sector=ECHO_SECTOR)
+    yield path
+    shutil.rmtree(path.parent)
+
+
 @pytest.fixture
 def launch_counter(tmp_path):
     """(env, count): env makes libguestfs run qemu through a wrapper that logs each appliance launch."""

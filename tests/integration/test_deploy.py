@@ -13,7 +13,6 @@ import json
 import os
 import re
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,10 +31,8 @@ from imagebuilder.virt.storage import create_volume
 from imagebuilder.virt.wait import SerialLog, agent_exec, wait_for_agent, wait_for_serial
 from tests.integration.conftest import ROOT, run_cli
 from tests.integration.helpers import unique
-from tests.integration.loopback import make_pool_dir
-from tests.integration.tinyguest import make_tiny_guest
-from tests.integration.virt_helpers import (ECHO_SECTOR, build_customize_stubbed, echo_image, echo_recipe_text,
-                                            forget_logs, volume_names)
+from tests.integration.virt_helpers import (build_customize_stubbed, echo_image, echo_recipe_text, forget_logs,
+                                            volume_names)
 
 pytestmark = pytest.mark.integration
 
@@ -109,16 +106,6 @@ def test_failure_at_wait_removes_volume_and_domain_and_shows_the_console_customi
                                         "last on the serial console: 'OK'"):
         build_customize_stubbed(monkeypatch, recipe_file)
     assert_nothing_left(conn, pool, pool_dir, name)
-
-
-@pytest.fixture(scope="module")
-def echo_tiny():
-    """The tiny guest with the serial echo in its MBR: inspection finds Debian 12 on its partition, so a
-    real build customizes it, and it boots in a second and prints OK."""
-    path = make_pool_dir("ibtest-echotiny-") / "echo-tiny.qcow2"
-    make_tiny_guest(path, boot_sector=ECHO_SECTOR)
-    yield path
-    shutil.rmtree(path.parent)
 
 
 def test_real_build_failing_at_its_wait_and_keep_on_failure(tmp_path, conn, pool, pool_dir, echo_tiny, cache_dir):
