@@ -156,3 +156,24 @@ def test_unreachable_server_is_a_source_error(cache):
     with pytest.raises(SourceError, match="failed after|cannot"):
         fetch("http://127.0.0.1:9/none.img", "sha256:" + "0" * 64, cache, quiet())
     assert cache_files(cache) == []
+
+
+def test_imagebuilder_mirror_names_the_bootstrap_mirror(tmp_path):
+    """$IMAGEBUILDER_MIRROR is the Debian mirror a bootstrap uses when the recipe names none: `plan`
+    asks it (and only it) for the suite's Release file; a recipe's own mirror wins over it."""
+    from tests.integration.conftest import run_cli
+    mirror = tmp_path / "mirror"
+    (mirror / "dists" / "bookworm").mkdir(parents=True)
+    (mirror / "dists" / "bookworm" / "Release").write_text("Origin: Debian\nDate: Sun, 29 Nov 2026 00:00:00 UTC\n")
+    recipe = tmp_path / "boot.toml"
+    recipe.write_text('[image]\nname = "mirrored"\n[base.bootstrap]\nsuite = "bookworm"\n[output]\npath = "x.qcow2"\n')
+    with FileServer(mirror) as server:
+        env = {"IMAGEBUILDER_MIRROR": server.url("").rstrip("/")}
+        proc = run_cli("plan", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert [entry.path for entry in server.log] == ["/dists/bookworm/Release"]
+        recipe.write_text(recipe.read_text().replace('suite = "bookworm"\n',
+                                                     f'suite = "bookworm"\nmirror = "{server.url("own")}"\n'))
+        proc = run_cli("plan", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env, timeout=120)
+        assert proc.returncode == 1 and "/own/dists/bookworm/Release" in proc.stderr  # its own, not served
+        assert [entry.path for entry in server.log][-1] == "/own/dists/bookworm/Release"

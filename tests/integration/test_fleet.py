@@ -19,6 +19,7 @@ import libvirt
 import libvirt_qemu
 import pytest
 
+from imagebuilder import accel
 from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.virt.clone import backing_path, cdrom_volumes, labels
 from imagebuilder.virt.domain import domain_exists, remove_domain
@@ -103,10 +104,14 @@ def test_three_clones_boot_with_their_own_identity(tmp_path, conn, pool, base_im
     recipe_file.write_text(text)
     state = tmp_path / "state"
 
-    code, out, err = cli("up", str(recipe_file), "--cache-dir", str(cache_dir), state=state)
+    code, out, err = cli("up", str(recipe_file), "--parallel", "2", "--cache-dir", str(cache_dir), state=state)
     assert code == 0, err
     assert f"created {', '.join(machines)}" in out and f"started {', '.join(machines)}" in out
     assert "personalizing" in err and err.count("in one libguestfs appliance") == 1  # one launch, three clones
+    lines = err.splitlines()
+    first_ready = next(i for i, line in enumerate(lines) if line.startswith(f"{machines[0]}: the guest agent"))
+    third_started = next(i for i, line in enumerate(lines) if line.startswith(f"{machines[2]}: started"))
+    assert first_ready < third_started, "--parallel 2: the third boots once one of the first two is ready"
 
     # one full image, three small overlays backed by it
     pool.refresh(0)
@@ -140,22 +145,26 @@ def test_three_clones_boot_with_their_own_identity(tmp_path, conn, pool, base_im
     assert f"{machines[0]}: differs from the recipe: memory is 512 MiB, the recipe says 640 MiB" in out
     assert doms[0].maxMemory() == 512 * 1024
 
-    # an ad hoc clone, customized offline; the golden volume does not change
+    # two ad hoc clones, customized offline in one appliance; the golden volume does not change
     before = sha256(Path(gold.path()))
     adhoc = unique("adhoc")
-    code, out, err = cli("clone", f"{golden}.qcow2", adhoc, "--pool", pool.name(), "--connect", "qemu:///system",
-                         "--customize", "write /etc/role:{name} was here", state=state)
+    clones = [f"{adhoc}-1", f"{adhoc}-2"]
+    code, out, err = cli("clone", f"{golden}.qcow2", adhoc, "--count", "2", "--pool", pool.name(),
+                         "--connect", "qemu:///system", "--customize", "write /etc/role:{name} was here", state=state)
     assert code == 0, err
-    assert f"cloned {golden}.qcow2: {adhoc}.qcow2" in out and "unchanged: sha256:" in err
+    assert f"cloned {golden}.qcow2: {clones[0]}.qcow2, {clones[1]}.qcow2" in out and "unchanged: sha256:" in err
+    assert err.count("in one libguestfs appliance") == 1
     assert sha256(Path(gold.path())) == before
     pool.refresh(0)
-    with GuestSession(Drive(Path(pool.storageVolLookupByName(f"{adhoc}.qcow2").path()), "qcow2", readonly=True),
-                      "tcg", False) as g:
-        root = g.inspect_os()[0]
-        g.mount_ro(root, "/")
-        assert g.cat("/etc/role") == f"{adhoc} was here"
-        assert g.cat("/etc/hostname").strip() == adhoc
-        assert g.cat("/etc/machine-id") == "" and not g.glob_expand("/etc/ssh/ssh_host_*")
+    drives = [Drive(Path(pool.storageVolLookupByName(f"{c}.qcow2").path()), "qcow2", f"clone{n}", readonly=True)
+              for n, c in enumerate(clones, 1)]
+    with GuestSession(drives, accel.choose("auto"), False) as g:
+        for number, clone in enumerate(clones, 1):
+            g.mount_ro(f"{g.device(f'clone{number}')}", "/")
+            assert g.cat("/etc/role") == f"{clone} was here"
+            assert g.cat("/etc/hostname").strip() == clone
+            assert g.cat("/etc/machine-id") == "" and not g.glob_expand("/etc/ssh/ssh_host_*")
+            g.umount_all()
 
     # SSH host keys: made at first boot, different on each machine
     def fingerprints() -> list[str]:
@@ -172,13 +181,17 @@ def test_three_clones_boot_with_their_own_identity(tmp_path, conn, pool, base_im
     assert code == 0 and f"stopped {', '.join(machines)}" in out, err
     assert not any(dom.isActive() for dom in doms)
 
-    # destroy removes the machines, but keeps the golden volume the ad hoc clone still needs
+    # destroy --keep-golden removes the machines only; destroy keeps a golden volume ad hoc clones still need
+    code, out, err = cli("destroy", str(recipe_file), "--keep-golden", state=state)
+    assert code == 0, err
+    assert not any(domain_exists(conn, name) for name in machines)
+    assert volume_names(pool) == {f"{golden}.qcow2"} | {f"{c}.qcow2" for c in clones}
     code, out, err = cli("destroy", str(recipe_file), state=state)
     assert code == 1
-    assert f"the golden volume {pool.name()}/{golden}.qcow2 is kept: {pool.name()}/{adhoc}.qcow2 still uses it" in err
-    assert not any(domain_exists(conn, name) for name in machines)
-    assert volume_names(pool) == {f"{golden}.qcow2", f"{adhoc}.qcow2"}
-    pool.storageVolLookupByName(f"{adhoc}.qcow2").delete(0)
+    assert f"the golden volume {pool.name()}/{golden}.qcow2 is kept: " in err
+    assert all(f"{pool.name()}/{clone}.qcow2" in err for clone in clones)
+    for clone in clones:
+        pool.storageVolLookupByName(f"{clone}.qcow2").delete(0)
     code, out, err = cli("destroy", str(recipe_file), state=state)
     assert code == 0 and f"removed volume {pool.name()}/{golden}.qcow2" in out, err
     assert volume_names(pool) == set()
@@ -221,6 +234,8 @@ hostname = "{hostname}"
 
 [cloud_init]
 user_data = {{ users = [{{ name = "{user}", shell = "/bin/bash", lock_passwd = true }}] }}
+meta_data = {{ "availability-zone" = "ibtest-zone" }}
+network_config = {{ version = 2, ethernets = {{ eth0 = {{ dhcp4 = true, nameservers = {{ addresses = ["192.0.2.53"] }} }} }} }}
 """
 
 
@@ -234,8 +249,9 @@ def test_cloud_init_seed_names_the_machine_and_adds_a_user(tmp_path, conn, pool,
     recipe_file.write_text(CLOUD_FLEET.format(**values))
     state = tmp_path / "state"
 
-    code, out, err = cli("up", str(recipe_file), "--json", "--cache-dir", str(cache_dir), state=state)
+    code, out, err = cli("up", str(recipe_file), "--json", "--no-wait", "--cache-dir", str(cache_dir), state=state)
     assert code == 0, err
+    assert "the guest agent answered" not in err  # --no-wait: started, not awaited
     result = json.loads(out.splitlines()[-1])
     assert result["created"] == [name] and result["launches"] == 0  # no appliance: cloud-init names it
     seed = result["seeds"][name]
@@ -247,6 +263,8 @@ def test_cloud_init_seed_names_the_machine_and_adds_a_user(tmp_path, conn, pool,
     assert eventually(lambda: agent_exec(dom, ["getent", "passwd", "alice"])[0] == 0, 600)
     assert guest_output(dom, "getent", "passwd", "alice").endswith(":/home/alice:/bin/bash")
     assert guest_output(dom, "cat", "/etc/hostname") == hostname
+    assert guest_output(dom, "cloud-init", "query", "v1.availability_zone") == "ibtest-zone"  # meta_data
+    assert "192.0.2.53" in guest_output(dom, "sh", "-c", "cat /etc/network/interfaces.d/*")  # network_config
 
     # only an unrelated field changes: the same seed stays (same volume, not made again)
     seed_file = Path(pool.storageVolLookupByName(seed).path())

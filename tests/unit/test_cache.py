@@ -74,3 +74,13 @@ def test_cli_list_and_prune(cache):
     assert pruned.exit_code == 0 and "removed 2 entries" in pruned.output
     bad = runner.invoke(app, ["cache", "prune", "--older-than", "soon", "--cache-dir", str(cache.root)])
     assert bad.exit_code == 2
+
+
+def test_cli_prune_keep_keeps_the_most_recently_used(cache):
+    runner = CliRunner()
+    pruned = runner.invoke(app, ["cache", "prune", "--keep", "2", "--cache-dir", str(cache.root)])
+    assert pruned.exit_code == 0 and "removed 1 entries" in pruned.output
+    assert [e.name for e in cache.entries()] == ["ccc.tar", "sha256-bbb"]
+    assert not (cache.root / "images" / "sha256-aaa").exists()
+    bad = runner.invoke(app, ["cache", "prune", "--keep", "-1", "--cache-dir", str(cache.root)])
+    assert bad.exit_code == 2 and "--keep must be 0 or more" in bad.output
