@@ -19,7 +19,7 @@ from typing import Any
 from imagebuilder import accel as accelerator
 from imagebuilder import disk, files, manifest, rebuild, stages, versions
 from imagebuilder.cache import Cache
-from imagebuilder.errors import BuildError
+from imagebuilder.errors import BuildError, VirtError
 from imagebuilder.guest.customize import customize
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
@@ -195,8 +195,13 @@ class _Build:
 
     @staticmethod
     def _volume_exists(output: dict[str, Any]) -> bool:
-        with connection.connect(output["uri"]) as conn:
-            return storage.volume_exists_in(conn, output["pool"], output["volume"])
+        """For the up-to-date check: a volume that cannot be checked counts as missing (the build
+        runs, and its preflight says what is wrong)."""
+        try:
+            with connection.connect(output["uri"]) as conn:
+                return storage.volume_exists_in(conn, output["pool"], output["volume"])
+        except VirtError:
+            return False
 
     @staticmethod
     def _domain_exists(recorded: dict[str, Any]) -> bool:

@@ -94,9 +94,9 @@ def users(conn: libvirt.virConnect, golden: libvirt.virStorageVol) -> list[str]:
     for pool in pools:
         try:
             volumes = pool.listAllVolumes()
-        except libvirt.libvirtError as exc:
-            log.debug("cannot list the volumes of pool %s: %s", pool.name(), exc.get_error_message())
-            continue
+        except libvirt.libvirtError as exc:  # a clone may be in it: not knowing is not "none"
+            raise _virt_error(f"cannot tell whether a clone uses {golden.name()}: the volumes of pool "
+                              f"{pool.name()} cannot be listed", exc) from None
         for vol in volumes:
             backing = backing_path(vol)
             if backing and _same(backing, path):
@@ -109,8 +109,11 @@ def users(conn: libvirt.virConnect, golden: libvirt.virStorageVol) -> list[str]:
     for dom in domains:
         try:
             root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        except libvirt.libvirtError:
-            continue  # undefined meanwhile
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # undefined meanwhile: it uses nothing
+            raise _virt_error(f"cannot tell whether domain {dom.name()} uses {golden.name()}: its XML cannot "
+                              "be read", exc) from None
         for source in root.findall("devices/disk/source"):
             if (source.get("pool"), source.get("volume")) == (pool_name, name) or \
                     (source.get("file") and _same(source.get("file", ""), path)):

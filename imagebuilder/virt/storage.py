@@ -122,12 +122,10 @@ def volume_exists(pool: libvirt.virStoragePool, name: str) -> bool:
 
 
 def volume_exists_in(conn: libvirt.virConnect, pool_name: str, name: str) -> bool:
-    """Whether pool `pool_name` exists and holds volume `name` (a missing pool is no error here)."""
-    try:
-        pool = conn.storagePoolLookupByName(pool_name)
-    except libvirt.libvirtError:
-        return False
-    return volume_exists(pool, name)
+    """Whether pool `pool_name` exists and holds volume `name` (a missing pool is no error here;
+    any other failure is, since it tells nothing)."""
+    pool = find_pool(conn, pool_name)
+    return pool is not None and volume_exists(pool, name)
 
 
 def volume_format(pool: libvirt.virStoragePool, name: str) -> str:
