@@ -224,10 +224,20 @@ def running_on(conn: libvirt.virConnect, path: str) -> list[str]:
             root = ET.fromstring(dom.XMLDesc(0))  # the live XML: backing chains included
         except libvirt.libvirtError:
             continue  # stopped meanwhile
-        files = [s.get("file", "") for s in root.iter("source") if s.get("file")]
-        if any(os.path.realpath(f) == real for f in files):
+        files = [s.get("file") or _volume_path(conn, s.get("pool"), s.get("volume")) for s in root.iter("source")]
+        if any(f and os.path.realpath(f) == real for f in files):
             found.append(dom.name())
     return found
+
+
+def _volume_path(conn: libvirt.virConnect, pool: str | None, volume: str | None) -> str | None:
+    """The file of a pool volume a disk names (type='volume' disks carry no path in their XML)."""
+    if not (pool and volume):
+        return None
+    try:
+        return conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path()
+    except libvirt.libvirtError:
+        return None  # gone meanwhile: nobody runs from it
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,22 @@ class _same_connection:  # noqa: N801 - stands for connection.connect's context 
 
     def __exit__(self, *_exc):
         return False
+
+
+def test_a_running_domain_on_a_pool_volume_is_found_by_the_volume_file():
+    """Disks of type volume name a pool and a volume, not a file: the file is looked up (so that
+    `imagebuilder test` finds the domain a build started from the image)."""
+    from imagebuilder.virt.connection import connect
+    from imagebuilder.virt.domain import running_on
+    from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
+
+    with connect("test:///default") as conn:
+        pool = conn.storagePoolLookupByName("default-pool")
+        vol = storage.create_volume(pool, "running.qcow2", 1 << 20, "qcow2")
+        dom = conn.createXML(domain_xml(DomainSpec(name="runs-from-a-volume", memory_bytes=64 << 20, vcpus=1,
+                                                   disks=(DiskSpec("default-pool", "running.qcow2"),))), 0)
+        try:
+            assert running_on(conn, vol.path()) == ["runs-from-a-volume"]
+            assert running_on(conn, vol.path() + ".other") == []
+        finally:
+            dom.destroy()
