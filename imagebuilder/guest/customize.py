@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
@@ -16,11 +17,13 @@ from imagebuilder.sources.base import BaseImage
 
 
 def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage, grown: bool,
-              reporter: Reporter, steps: tuple[int, int] | None = None, finish: bool = True) -> dict[str, str]:
+              reporter: Reporter, steps: tuple[int, int] | None = None, finish: bool = True,
+              after: Callable[[GuestContext], None] | None = None) -> dict[str, str]:
     """Apply the recipe to disk in a single libguestfs launch; return the inspected OS facts.
 
     `steps` (first, end) limits the run to recipe.steps[first:end] (all by default); the disk
-    layout or expansion happens only when first is 0, sysprep only when `finish`.
+    layout or expansion happens only when first is 0, sysprep only when `finish`. `after` reads the
+    finished guest, still mounted, in the same launch (the SBOM's package list).
     """
     first, end = steps or (0, len(recipe.steps))
     reporter.info(f"starting the libguestfs appliance ({accel}{', network on' if recipe.network else ''})")
@@ -39,6 +42,8 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
             sysprep.apply(ctx, list(recipe.sysprep))
         if ctx.state.get("selinux_relabel") or any(step.op == "selinux_relabel" for step in recipe.steps):
             selinux_relabel(ctx)  # (the step may have run in an earlier launch, before a checkpoint)
+        if after is not None:
+            after(ctx)
         g.umount_all()
     return facts
 
