@@ -64,6 +64,7 @@ def write(recipe: Recipe, base: BaseImage, contents: Contents, outputs: list[dic
     """Write the SBOMs and (when sign is given) the provenance of a finished build; returns the
     manifest's "records" entry: the files with their sha256, and the package count."""
     where = paths(manifest_path, version)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
     sources, secret = inputs(recipe, base)
     image = _image(recipe, outputs)
     inventory = Inventory(image, contents.os, contents.packages, sources, contents.licence_texts,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from imagebuilder.cli import build, cache, fleet, info, schedule, templates, vm
+from imagebuilder.cli import build, cache, fleet, info, schedule, templates, trust, vm
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Build customized VM images from TOML recipes and boot them under libvirt.")
@@ -19,6 +19,9 @@ app.command("test")(build.test_command)
 app.command()(info.inspect)
 app.command("xml")(info.xml_command)
 app.command("versions")(info.versions_command)
+app.command()(trust.verify)
+app.command()(trust.sbom)
+app.command()(trust.diff)
 app.command()(fleet.up)
 app.command()(fleet.down)
 app.command()(fleet.destroy)

@@ -127,17 +127,20 @@ def from_copyright(text: str) -> tuple[str | None, dict[str, str]]:
 
 
 def checked(expression: str | None) -> str | None:
-    """expression in SPDX's own spelling if it parses as an SPDX expression (unknown names become
-    LicenseRef-), else one LicenseRef- for the whole text; None stays None."""
+    """expression in SPDX's own spelling, simplified (each licence once, in a stable order), if it
+    parses as an SPDX expression (unknown names become LicenseRef-); else one LicenseRef- for the
+    whole text; None stays None."""
     if not expression:
         return None
     licensing = get_spdx_licensing()
     try:
         parsed = licensing.parse(expression, validate=False)
+        unknown = {key for key in licensing.unknown_license_keys(parsed) if not key.startswith("LicenseRef-")}
+        if unknown:
+            text = str(parsed)
+            for key in sorted(unknown, key=len, reverse=True):
+                text = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w.-])", spdx_id(key), text)
+            parsed = licensing.parse(text, validate=False)
+        return str(parsed.simplify())
     except ExpressionError:
         return licence_ref(expression)
-    unknown = {key for key in licensing.unknown_license_keys(parsed) if not key.startswith("LicenseRef-")}
-    text = str(parsed)
-    for key in sorted(unknown, key=len, reverse=True):
-        text = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w.-])", spdx_id(key), text)
-    return text
