@@ -93,7 +93,8 @@ def verify(found: Target, key: Path, envelope_path: Path | None = None) -> Verif
         named = ", ".join(f"{s.get('name')} sha256:{s.get('digest', {}).get('sha256', '?')[:12]}…" for s in subjects)
         raise VerificationFailed(f"{found.name} is sha256:{digest_hex(digest)[:12]}…, but the signed provenance "
                                  f"{path.name} vouches for {named}: the image was changed after the build")
-    chosen = found.name if found.name in matching else matching[0]
+    chosen = next((name for name in matching if name == found.name), None) or \
+        next((name for name in matching if name.rsplit("/", 1)[-1] == found.name), matching[0])
     return Verified(digest, how, path, statement, chosen, [s["keyid"] for s in envelope.get("signatures", [])])
 
 

@@ -136,7 +136,7 @@ def test_sbom_provenance_verify_and_diff(tmp_path, base_image, pool, pool_dir, l
     assert "changes since the last build: 1 package added: tree " in second.stderr, second.stderr
     volume_two = f"{name}-2.qcow2"
     ok = run_cli("verify", str(pool_dir / volume_two), "--key", str(gpg_public), env=env)
-    assert ok.returncode == 0 and f"OK: {volume_two}" in ok.stdout, ok.stderr
+    assert ok.returncode == 0 and f"OK: {pool.name()}/{volume_two} is sha256:" in ok.stdout, ok.stderr
     diff = json.loads(run_cli("versions", str(recipe), "--diff", "1", "2", "--json", env=env).stdout)
     assert [p["name"] for p in diff["packages"]["added"]] == ["tree:amd64"]
     assert diff["packages"]["removed"] == [] and diff["packages"]["upgraded"] == []
@@ -154,3 +154,33 @@ def test_sbom_provenance_verify_and_diff(tmp_path, base_image, pool, pool_dir, l
     assert [p["name"] for p in result["packages"]["added"]] == ["tree:amd64"]
     assert "/etc/motd" not in result["files"]["changed"]
     assert launches() == 3, "two images, one launch (the test boot is a domain, not an appliance)"
+
+
+def test_verify_a_volume_on_a_remote_host_streams_it(tmp_path, remote_uri, remote_conn, remote_pool):
+    """A volume elsewhere is downloaded through libvirt and hashed as it arrives (no appliance)."""
+    from imagebuilder.attest import provenance
+    from imagebuilder.sbom.model import Artifact
+    from imagebuilder.virt.storage import upload_file
+    from tests.integration.helpers import sha256
+
+    image = tmp_path / "small.raw"
+    with open(image, "wb") as handle:
+        handle.write(b"a small image\n")
+        handle.truncate(4 << 20)  # mostly a hole: the sparse upload keeps it one
+    upload_file(remote_conn, remote_pool, "small.raw", image, "raw", force=False)
+    key, public = pem_keys(tmp_path, "release")
+    subject = f"{remote_pool.name()}/small.raw"
+    statement = provenance.statement(provenance.BuildFacts(
+        subjects=[Artifact("volume", subject, sha256(image))], recipe=Artifact("recipe", "r.toml", "1" * 64),
+        base=Artifact("base", "b.qcow2", "2" * 64), base_kind="path", host_files=[]))
+    envelope = tmp_path / "small.intoto.jsonl"
+    envelope.write_text(signing.dumps(signing.sign(provenance.payload(statement), key)))
+    ok = run_cli("verify", subject, "--key", str(public), "--provenance", str(envelope), "-c", remote_uri)
+    assert ok.returncode == 0, ok.stderr
+    assert f"downloaded through libvirt from {remote_uri}" in ok.stdout
+    with open(image, "r+b") as handle:
+        handle.write(b"A")
+    remote_pool.storageVolLookupByName("small.raw").delete(0)
+    upload_file(remote_conn, remote_pool, "small.raw", image, "raw", force=False)
+    changed = run_cli("verify", subject, "--key", str(public), "--provenance", str(envelope), "-c", remote_uri)
+    assert changed.returncode == 1 and "changed after the build" in changed.stderr, changed.stderr
