@@ -284,6 +284,9 @@ class _Build:
         from imagebuilder.guest.inventory import read_packages
         system, packages, texts = read_packages(ctx.g, ctx.os["root"])
         self.contents = records.Contents(system, packages, texts)
+        if self.recipe.tree_digest:
+            from imagebuilder.guest.tree import tree_digest
+            self.contents.tree = tree_digest(ctx.g)
 
     def write_records(self, base: BaseImage, accel: str, path: Path, earlier: dict[str, Any] | None) -> dict[str, Any]:
         """The SBOMs and the signed provenance beside the manifest, and one line of what changed;

@@ -18,6 +18,8 @@ from imagebuilder.sbom import cyclonedx, spdx
 from imagebuilder.sbom.model import Artifact, Inventory, OperatingSystem, Package, digest_hex
 from imagebuilder.sources.base import BaseImage
 
+TREE_LEAVES_OUT = ("file times (modification, change, access), and everything outside the files: partition table, "
+                   "filesystem UUIDs, superblock times, free space and block layout")
 SUFFIXES = {"spdx": ".spdx.json", "cyclonedx": ".cdx.json", "provenance": ".intoto.jsonl"}
 
 
@@ -28,6 +30,7 @@ class Contents:
     os: OperatingSystem
     packages: list[Package] = field(default_factory=list)
     licence_texts: dict[str, str] = field(default_factory=dict)
+    tree: tuple[str, int] | None = None  # the file tree's digest and entry count, when asked for
 
 
 def paths(manifest_path: Path, version: int | None) -> dict[str, Path]:
@@ -74,6 +77,9 @@ def write(recipe: Recipe, base: BaseImage, contents: Contents, outputs: list[dic
     record: dict[str, Any] = {"packages": len(contents.packages),
                               "spdx": _file_entry(where["spdx"]), "cyclonedx": _file_entry(where["cyclonedx"])}
     reporter.info(f"SBOM: {where['spdx'].name}, {where['cyclonedx'].name} ({len(contents.packages)} packages)")
+    if contents.tree is not None:
+        record["tree"] = {"digest": contents.tree[0], "entries": contents.tree[1], "leaves_out": TREE_LEAVES_OUT}
+        reporter.info(f"file tree: {contents.tree[0]} ({contents.tree[1]} entries)")
     if sign is not None:
         facts = provenance.BuildFacts(
             subjects=subjects(image, outputs), recipe=sources[0], base=sources[1], base_kind=base.kind,

@@ -220,6 +220,7 @@ class Recipe:
     machines: tuple[Machine, ...] = ()    # a fleet: then `domain` is None ([domain] is their template)
     cloud_init: CloudInit | None = None
     sign: Sign | None = None
+    tree_digest: bool = False   # [reproducible] tree_digest: record the file tree's digest
 
     @property
     def base_dir(self) -> Path:
