@@ -294,9 +294,10 @@ class _Build:
         if self.contents is None:
             return {}
         version = self.versions[-1] if any(host.template for host in self.hosts) else None
+        before = records.earlier_packages(earlier)
         written = records.write(self.recipe, base, self.contents, self.outputs, path, accel, self.started,
                                 self.sign, version["n"] if version else None, self.reporter)
-        records.summarise_change(earlier, written, self.reporter)
+        records.summarise_change(before, written, self.reporter)
         if version is not None:
             version.update(records=written, recipe=self.recipe.digest, base=base.digest,
                            steps=[step.describe() for step in self.recipe.steps])

@@ -15,7 +15,7 @@ from imagebuilder.guest import passwords
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe, Sign
 from imagebuilder.sbom import cyclonedx, spdx
-from imagebuilder.sbom.model import Artifact, Inventory, OperatingSystem, Package, digest_hex
+from imagebuilder.sbom.model import Artifact, Inventory, OperatingSystem, Package, build_time, digest_hex
 from imagebuilder.sources.base import BaseImage
 
 TREE_LEAVES_OUT = ("file times (modification, change, access), and everything outside the files: partition table, "
@@ -71,7 +71,7 @@ def write(recipe: Recipe, base: BaseImage, contents: Contents, outputs: list[dic
     sources, secret = inputs(recipe, base)
     image = _image(recipe, outputs)
     inventory = Inventory(image, contents.os, contents.packages, sources, contents.licence_texts,
-                          created=datetime.now(timezone.utc))
+                          created=build_time(datetime.now(timezone.utc)))
     spdx.write(inventory, where["spdx"])
     cyclonedx.write(inventory, where["cyclonedx"])
     record: dict[str, Any] = {"packages": len(contents.packages),
@@ -107,14 +107,18 @@ def check_key(sign: Sign) -> None:
     signing.sign(b"imagebuilder: checking the signing key", sign.key, passphrase(sign))
 
 
-def summarise_change(earlier: dict[str, Any] | None, record: dict[str, Any], reporter: Reporter) -> None:
-    """Log in one line what this build changed in the packages since the build the earlier manifest
-    records (when both have an SBOM)."""
+def earlier_packages(earlier: dict[str, Any] | None) -> list[Package] | None:
+    """The packages the SBOM of the build the earlier manifest records lists (None: it has none);
+    read before this build writes its own, which may have the same name."""
     before = ((earlier or {}).get("records") or {}).get("cyclonedx", {}).get("path")
-    if not before or not Path(before).is_file():
+    return cyclonedx.read_packages(Path(before)) if before and Path(before).is_file() else None
+
+
+def summarise_change(before: list[Package] | None, record: dict[str, Any], reporter: Reporter) -> None:
+    """Log in one line what this build changed in the packages since the earlier build."""
+    if before is None:
         return
-    difference = changes.packages(cyclonedx.read_packages(Path(before)),
-                                  cyclonedx.read_packages(Path(record["cyclonedx"]["path"])))
+    difference = changes.packages(before, cyclonedx.read_packages(Path(record["cyclonedx"]["path"])))
     reporter.info(f"changes since the last build: {changes.one_line(difference)}")
 
 

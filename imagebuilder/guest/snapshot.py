@@ -53,11 +53,12 @@ def _root_on(g: Any, roots: list[str], disk: str, image: Path) -> str:
     return mine[0]
 
 
-def _disk_of(g: Any, device: str) -> str | None:
+def _disk_of(g: Any, device: str) -> str:
+    """The disk a partition is on; any other device (a whole disk, a logical volume) stands for itself."""
     try:
-        return g.part_to_dev(device) if g.is_partition(device) else device
+        return g.part_to_dev(device)
     except GuestError:
-        return None
+        return device
 
 
 def _mount(g: Any, root: str, disk: str) -> None:

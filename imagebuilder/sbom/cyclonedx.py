@@ -33,7 +33,7 @@ _SOURCE = "imagebuilder:source-package"
 
 def bom(inventory: Inventory) -> Bom:
     """The CycloneDX BOM of an inventory."""
-    made = Bom()
+    made = Bom(serial_number=inventory.uuid)
     if inventory.created:
         made.metadata.timestamp = inventory.created
     made.metadata.tools.components.add(Component(name="imagebuilder", version=__version__,

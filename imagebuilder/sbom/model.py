@@ -6,8 +6,10 @@ writers; no library of either format is needed to make or test them.
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 from packageurl import PackageURL
 
@@ -74,6 +76,14 @@ class Inventory:
     licence_texts: dict[str, str] = field(default_factory=dict)  # LicenseRef-X -> the text given for it
     created: datetime | None = None
 
+    @property
+    def uuid(self) -> uuid.UUID:
+        """The document's id: the same for the same image, packages and inputs, so that an SBOM is as
+        reproducible as the image it describes (SPDX's namespace, CycloneDX's serial number)."""
+        text = "\n".join([self.image.sha256, *(f"{p.key} {p.version}" for p in self.packages),
+                          *(f"{a.role} {a.sha256}" for a in self.inputs)])
+        return uuid.uuid5(uuid.NAMESPACE_URL, "imagebuilder:sbom:" + text)
+
 
 def purl(package: Package, os: OperatingSystem) -> str:
     """The package URL, such as pkg:deb/debian/nginx-light@1.22.1-9?arch=amd64&distro=debian-12."""
@@ -92,6 +102,12 @@ def purl(package: Package, os: OperatingSystem) -> str:
         version = version.split(":", 1)[1]  # the epoch is a qualifier in rpm PURLs
     return PackageURL(type=kind, namespace=namespace, name=package.name, version=version or None,
                       qualifiers=qualifiers).to_string()
+
+
+def build_time(now: datetime) -> datetime:
+    """$SOURCE_DATE_EPOCH as a time when it is set (reproducible builds' convention), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else now
 
 
 def digest_hex(digest: str) -> str:

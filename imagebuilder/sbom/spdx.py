@@ -8,7 +8,6 @@ files the steps read (packages with their sha256: SPDX files would need a SHA-1 
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import datetime, timezone
 from email.utils import parseaddr
 from pathlib import Path
@@ -53,7 +52,7 @@ def document(inventory: Inventory) -> Document:
         relationships.append(Relationship(image.spdx_id, RelationshipType.GENERATED_FROM, package.spdx_id))
     creation = CreationInfo(
         spdx_version="SPDX-2.3", spdx_id="SPDXRef-DOCUMENT", name=f"{inventory.image.name} (imagebuilder SBOM)",
-        document_namespace=f"{NAMESPACE}/{_ID.sub('-', inventory.image.name)}-{uuid.uuid4()}",
+        document_namespace=f"{NAMESPACE}/{_ID.sub('-', inventory.image.name)}-{inventory.uuid}",
         creators=[Actor(ActorType.TOOL, f"imagebuilder-{__version__}")], created=created.replace(microsecond=0))
     return Document(creation, packages=packages, relationships=relationships,
                     extracted_licensing_info=_extracted(inventory))

@@ -184,3 +184,38 @@ def test_verify_a_volume_on_a_remote_host_streams_it(tmp_path, remote_uri, remot
     upload_file(remote_conn, remote_pool, "small.raw", image, "raw", force=False)
     changed = run_cli("verify", subject, "--key", str(public), "--provenance", str(envelope), "-c", remote_uri)
     assert changed.returncode == 1 and "changed after the build" in changed.stderr, changed.stderr
+
+
+PINNED = """
+[image]
+name = "repro"
+
+[base]
+path = "{base}"
+
+[[steps]]
+hostname = "repro"
+
+[[steps]]
+write = "/etc/motd:the same every time\\n"
+
+[reproducible]
+tree_digest = true
+"""
+
+
+def test_two_builds_of_a_pinned_recipe_make_the_same_file_tree(tmp_path, base_image, launch_counter):
+    env, launches = launch_counter
+    recipe = tmp_path / "repro.toml"
+    recipe.write_text(PINNED.format(base=base_image))
+    found = []
+    for number in (1, 2):
+        out = tmp_path / f"build{number}" / "repro.qcow2"
+        proc = run_cli("build", str(recipe), "-o", str(out), "--no-cache", "--accel", "tcg",
+                       "--cache-dir", str(tmp_path / "cache"), env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        document = json.loads((out.parent / "repro.manifest.json").read_text())
+        found.append((document["records"]["tree"], document["outputs"][0]["digest"]))
+    (tree_one, image_one), (tree_two, image_two) = found
+    assert tree_one["digest"] == tree_two["digest"] and tree_one["entries"] > 10000, (tree_one, tree_two)
+    assert launches() == 2, "the tree digest is read in the build's own launch"

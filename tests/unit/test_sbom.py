@@ -174,3 +174,16 @@ def test_cyclonedx_document_is_valid_and_reads_back(tmp_path):
     read = {p.key: p for p in cyclonedx.read_packages(path)}
     assert read["nginx-light:amd64"].version == "1.22.1-9+b1" and read["nginx-light:amd64"].source == "nginx"
     assert set(read) == {"nginx-light:amd64", "libc6:amd64"}
+
+
+def test_sboms_of_the_same_image_are_the_same_documents(tmp_path, monkeypatch):
+    from imagebuilder.sbom.model import build_time
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764374400")
+    made = inventory()
+    made.created = build_time(datetime.now(timezone.utc))
+    assert made.created == datetime(2025, 11, 29, tzinfo=timezone.utc)
+    for number in (1, 2):
+        spdx.write(made, tmp_path / f"{number}.spdx.json")
+        cyclonedx.write(made, tmp_path / f"{number}.cdx.json")
+    assert (tmp_path / "1.spdx.json").read_text() == (tmp_path / "2.spdx.json").read_text()
+    assert (tmp_path / "1.cdx.json").read_text() == (tmp_path / "2.cdx.json").read_text()
