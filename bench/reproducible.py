@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from baseimage import newest_test_base
@@ -80,6 +82,44 @@ def differing_blocks(a: Path, b: Path) -> list[int]:
             offset += BLOCK * 256
 
 
+def owners(raw: Path, start: int, offsets: list[int]) -> Counter:
+    """Which ext4 inode of the first build (by path, or the journal) owns each differing block of the
+    filesystem at start; a block no inode owns is the filesystem's own metadata or free space."""
+    device = f"{raw}?offset={start}"
+    size = int(re.search(r"Block size:\s+(\d+)", _debugfs(device, "stats")).group(1))
+    numbers = sorted({(offset - start) // size for offset in offsets})
+    found: Counter = Counter()
+    inode_of: dict[int, int] = {}
+    for chunk in range(0, len(numbers), 500):
+        for line in _debugfs(device, "icheck " + " ".join(map(str, numbers[chunk:chunk + 500]))).splitlines()[1:]:
+            block, _, inode = line.partition("\t")
+            if inode.strip().isdigit():
+                inode_of[int(block)] = int(inode)
+    names = {}
+    wanted = sorted(set(inode_of.values()) - {8})
+    for line in _debugfs(device, "ncheck " + " ".join(map(str, wanted))).splitlines()[1:] if wanted else []:
+        inode, _, path = line.partition("\t")
+        names.setdefault(int(inode), path)
+    for number in numbers:
+        inode = inode_of.get(number)
+        if inode is None:
+            found["no file owns it: filesystem metadata (superblock, bitmaps, inode tables) or free space"] += 1
+        elif inode == 8:
+            found["the journal"] += 1
+        else:
+            found[_area(names.get(inode, f"inode {inode}"))] += 1
+    return found
+
+
+def _area(path: str) -> str:
+    """A file's path, cut to its first three parts (what the per-area counts group by)."""
+    return "/".join(path.split("/")[:4]) + ("/…" if path.count("/") > 3 else "")
+
+
+def _debugfs(device: str, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, device], capture_output=True, text=True, check=True).stdout
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=None)
@@ -97,8 +137,11 @@ def main() -> None:
         print(f"raw bytes:    {len(blocks)} of {total // BLOCK} blocks of {BLOCK} bytes differ "
               f"({len(blocks) * BLOCK / total:.4%})")
         for name, start, end in partitions(raw_one):
-            inside = sum(1 for offset in blocks if start <= offset < end)
-            print(f"  partition {name:6} {inside:8} blocks differ")
+            inside = [offset for offset in blocks if start <= offset < end]
+            print(f"  partition {name:6} {len(inside):8} blocks differ")
+            if inside:
+                for owner, count in owners(raw_one, start, inside).most_common(12):
+                    print(f"      {count:8}  {owner}")
         outside = sum(1 for offset in blocks if not any(s <= offset < e for _n, s, e in partitions(raw_one)))
         print(f"  outside partitions {outside:4} blocks differ (partition table, GPT headers)")
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from imagebuilder import accel as accelerator
 from imagebuilder import disk, files, manifest, rebuild, stages, versions
+from imagebuilder.attest import records
 from imagebuilder.cache import Cache
 from imagebuilder.errors import BuildError
 from imagebuilder.guest.customize import customize
 from imagebuilder.progress import Reporter
-from imagebuilder.attest import records
 from imagebuilder.recipe import Recipe, Sign
 from imagebuilder.run import run
 from imagebuilder.sources import bootstrap, local, template, url
@@ -280,13 +280,8 @@ class _Build:
         return facts
 
     def read_contents(self, ctx: Any) -> None:
-        """In the customize session, after sysprep: the finished image's OS and packages."""
-        from imagebuilder.guest.inventory import read_packages
-        system, packages, texts = read_packages(ctx.g, ctx.os["root"])
-        self.contents = records.Contents(system, packages, texts)
-        if self.recipe.tree_digest:
-            from imagebuilder.guest.tree import tree_digest
-            self.contents.tree = tree_digest(ctx.g)
+        """In the customize session, after sysprep: what the SBOM (and the tree digest) need."""
+        self.contents = records.read(ctx.g, ctx.os["root"], tree=self.recipe.tree_digest)
 
     def write_records(self, base: BaseImage, accel: str, path: Path, earlier: dict[str, Any] | None) -> dict[str, Any]:
         """The SBOMs and the signed provenance beside the manifest, and one line of what changed;

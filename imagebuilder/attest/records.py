@@ -12,6 +12,8 @@ from typing import Any
 from imagebuilder import manifest
 from imagebuilder.attest import changes, provenance, signing
 from imagebuilder.guest import passwords
+from imagebuilder.guest.inventory import read_packages
+from imagebuilder.guest.tree import tree_digest
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe, Sign
 from imagebuilder.sbom import cyclonedx, spdx
@@ -31,6 +33,12 @@ class Contents:
     packages: list[Package] = field(default_factory=list)
     licence_texts: dict[str, str] = field(default_factory=dict)
     tree: tuple[str, int] | None = None  # the file tree's digest and entry count, when asked for
+
+
+def read(g: Any, root: str, tree: bool = False) -> Contents:
+    """In a session on the finished, mounted image: its OS and packages, and its tree digest if asked."""
+    system, packages, texts = read_packages(g, root)
+    return Contents(system, packages, texts, tree_digest(g) if tree else None)
 
 
 def paths(manifest_path: Path, version: int | None) -> dict[str, Path]:

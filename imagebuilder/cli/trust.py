@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from imagebuilder.cli.common import AccelOpt, ConnectOpt, echo_table, exit_on_error
 from imagebuilder.errors import InputError
+
+if TYPE_CHECKING:
+    from imagebuilder.attest.changes import PackageChanges
 
 FilesOpt = Annotated[Optional[list[str]], typer.Option(
     "--files", metavar="DIR", help="Compare the files under this guest directory by sha256 (repeatable; "
@@ -104,7 +107,8 @@ def diff(
     render(packages, changed_files, directories)
 
 
-def render(packages, changed_files: dict[str, list[str]] | None, directories: tuple[str, ...] = ()) -> None:  # noqa: ANN001
+def render(packages: PackageChanges, changed_files: dict[str, list[str]] | None,
+           directories: tuple[str, ...] = ()) -> None:
     """Print package changes as a table, then the files that differ."""
     from imagebuilder.attest import changes
     typer.echo(changes.one_line(packages))
