@@ -21,7 +21,7 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 
 from imagebuilder.attest import signing
 from tests.integration.conftest import run_cli
-from tests.integration.helpers import unique
+from tests.integration.helpers import sha256, unique
 from tests.signing_keys import openpgp_keys, pem_keys
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,6 @@ def test_verify_a_volume_on_a_remote_host_streams_it(tmp_path, remote_uri, remot
     from imagebuilder.attest import provenance
     from imagebuilder.sbom.model import Artifact
     from imagebuilder.virt.storage import upload_file
-    from tests.integration.helpers import sha256
 
     image = tmp_path / "small.raw"
     with open(image, "wb") as handle:
@@ -219,3 +218,17 @@ def test_two_builds_of_a_pinned_recipe_make_the_same_file_tree(tmp_path, base_im
     (tree_one, image_one), (tree_two, image_two) = found
     assert tree_one["digest"] == tree_two["digest"] and tree_one["entries"] > 10000, (tree_one, tree_two)
     assert launches() == 2, "the tree digest is read in the build's own launch"
+
+
+def test_sbom_of_any_image_in_one_read_only_launch(tmp_path, base_image, launch_counter):
+    env, launches = launch_counter
+    before = sha256(base_image)
+    spdx, cdx = tmp_path / "base.spdx.json", tmp_path / "base.cdx.json"
+    proc = run_cli("sbom", str(base_image), "--spdx", str(spdx), "--cyclonedx", str(cdx), "--accel", "tcg", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert launches() == 1 and sha256(base_image) == before, "one launch, the image unchanged"
+    assert not validate_full_spdx_document(parse_file(str(spdx)))
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(cdx.read_text()) is None
+    names = {name.split(":")[0] for name, _version in sbom_packages(cdx)}
+    assert {"dpkg", "apt", "systemd", "qemu-guest-agent"} <= names
+    assert f"{len(names)} packages" in proc.stdout
