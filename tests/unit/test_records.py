@@ -65,3 +65,25 @@ def test_records_of_a_versioned_signed_build(tmp_path, monkeypatch):
     everything += base64.b64decode(envelope["payload"]).decode()
     assert "hunter2" not in everything and "correct horse" not in everything
     assert "signed by" in stream.getvalue()
+
+
+def test_the_change_line_compares_with_the_sbom_the_new_one_replaces(tmp_path):
+    (tmp_path / "web.toml").write_text('[image]\nname = "web"\n[base]\npath = "base.qcow2"\n[output]\npath = "web.qcow2"\n')
+    (tmp_path / "base.qcow2").write_bytes(b"")
+    loaded = recipe.load(tmp_path / "web.toml")
+    base = BaseImage(tmp_path / "base.qcow2", "disk", "sha256:" + "b" * 64, str(tmp_path / "base.qcow2"))
+    outputs = [{"type": "file", "path": str(tmp_path / "web.qcow2"), "digest": "sha256:" + "a" * 64}]
+    system = OperatingSystem("debian", "12.15", "Debian 12", "deb", "x86_64")
+    manifest = tmp_path / "web.manifest.json"
+    earlier = {"records": records.write(loaded, base, records.Contents(system, [Package("openssl", "3.0.15-1", "amd64")]),
+                                        outputs, manifest, "tcg", datetime.now(timezone.utc), None, None,
+                                        Reporter("plain", io.StringIO()))}
+    before = records.earlier_packages(earlier)
+    newer = records.Contents(system, [Package("openssl", "3.0.16-1", "amd64"), Package("tree", "2.1.0-1", "amd64")])
+    written = records.write(loaded, base, newer, outputs, manifest, "tcg", datetime.now(timezone.utc), None, None,
+                            Reporter("plain", io.StringIO()))
+    assert written["cyclonedx"]["path"] == earlier["records"]["cyclonedx"]["path"], "the same file, replaced"
+    stream = io.StringIO()
+    records.summarise_change(before, written, Reporter("plain", stream))
+    assert "changes since the last build: 1 package upgraded: openssl 3.0.15-1 → 3.0.16-1; " \
+           "1 package added: tree 2.1.0-1" in stream.getvalue()
