@@ -59,7 +59,8 @@ def not_reproducible(recipe: Recipe) -> list[str]:
     """What differs between two builds of the same recipe and pinned base, so that nobody expects
     the image digests to match: the inputs (recipe, base, host files) have equal digests."""
     notes = ["built time and timings",
-             "image digest: filesystem timestamps, journal and package-manager state written during the build"]
+             "image digest: the filesystem journal, file times and superblock written during the build "
+             "([reproducible] tree_digest compares the files themselves)"]
     if recipe.domain is not None:
         notes.append("domain UUID and generated MAC addresses")
     for step in recipe.steps:

@@ -18,11 +18,12 @@ from typing import Any
 
 from imagebuilder import accel as accelerator
 from imagebuilder import disk, files, manifest, rebuild, stages, versions
+from imagebuilder.attest import records
 from imagebuilder.cache import Cache
 from imagebuilder.errors import BuildError, VirtError
 from imagebuilder.guest.customize import customize
 from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Recipe
+from imagebuilder.recipe import Recipe, Sign
 from imagebuilder.run import run
 from imagebuilder.sources import bootstrap, local, template, url
 from imagebuilder.sources.base import BaseImage
@@ -45,6 +46,7 @@ class BuildOptions:
     keep_on_failure: bool = False
     manifest_path: Path | None = None
     no_cache: bool = False
+    sign: Sign | None = None  # --sign-key: instead of the recipe's [sign]
 
 
 @dataclass
@@ -88,6 +90,9 @@ class _Build:
         self.stages: list[stages.Stage] = []
         self.versions: list[dict[str, Any]] = []  # every version of a versioned volume name, oldest first
         self.held: int | None = None  # the version `imagebuilder versions --use` holds the alias at
+        self.sign = options.sign or recipe.sign
+        self.contents: records.Contents | None = None  # the finished image's OS and packages (for the SBOM)
+        self.started = datetime.now(timezone.utc)
 
     def run(self) -> BuildResult:
         accel, why = accelerator.decide(self.options.accel)
@@ -109,6 +114,8 @@ class _Build:
             self.held = None
         with self.reporter.stage("preflight"):
             self.preflight(accel)
+            if self.sign is not None:
+                records.check_key(self.sign)
         with self.reporter.stage("fetch"):
             base = self.fetch()
         self.stages = stages.plan(self.recipe, base.digest, self.secret)
@@ -137,6 +144,7 @@ class _Build:
             document["versions"] = self.versions
         if self.held is not None:
             document["held"] = self.held
+        document["records"] = self.write_records(base, accel, path, earlier)
         manifest.write(document, path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
@@ -270,7 +278,7 @@ class _Build:
         facts: dict[str, str] = {}
         for first, end in zip([done] + breaks, breaks + [total]):
             facts = customize(work, fmt, accel, self.recipe, base, grown and first == 0, self.reporter,
-                              steps=(first, end), finish=end == total)
+                              steps=(first, end), finish=end == total, after=self.read_contents)
             if end < total:
                 stage = self.stages[end + STEP_OFFSET]
                 with self.cache.writing("stages") as tmp:
@@ -278,6 +286,25 @@ class _Build:
                     self.cache.commit(tmp, "stages", rebuild.checkpoint(self.cache, stage).name)
                 self.reporter.info(f"checkpoint: kept the image after {stage.name} in the cache")
         return facts
+
+    def read_contents(self, ctx: Any) -> None:
+        """In the customize session, after sysprep: what the SBOM (and the tree digest) need."""
+        self.contents = records.read(ctx.g, ctx.os["root"], tree=self.recipe.tree_digest)
+
+    def write_records(self, base: BaseImage, accel: str, path: Path, earlier: dict[str, Any] | None) -> dict[str, Any]:
+        """The SBOMs and the signed provenance beside the manifest, and one line of what changed;
+        a version's record names them, with the recipe and base it was built from."""
+        if self.contents is None:
+            return {}
+        version = self.versions[-1] if any(host.template for host in self.hosts) else None
+        before = records.earlier_packages(earlier)
+        written = records.write(self.recipe, base, self.contents, self.outputs, path, accel, self.started,
+                                self.sign, version["n"] if version else None, self.reporter)
+        records.summarise_change(before, written, self.reporter)
+        if version is not None:
+            version.update(records=written, recipe=self.recipe.digest, base=base.digest,
+                           steps=[step.describe() for step in self.recipe.steps])
+        return written
 
     def publish(self, work: Path) -> None:
         """Make the image visible under its final names: uploads to the hosts that need them (all

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from imagebuilder.cli import build, cache, doctor, fleet, info, mount, schedule, templates, vm
+from imagebuilder.cli import build, cache, doctor, fleet, info, mount, schedule, templates, trust, vm
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Build customized VM images from TOML recipes and boot them under libvirt.")
@@ -21,6 +21,9 @@ app.command("mount")(mount.mount_command)
 app.command("umount")(mount.umount_command)
 app.command("xml")(info.xml_command)
 app.command("versions")(info.versions_command)
+app.command()(trust.verify)
+app.command()(trust.sbom)
+app.command()(trust.diff)
 app.command()(fleet.up)
 app.command()(fleet.down)
 app.command()(fleet.destroy)

@@ -49,6 +49,11 @@ def build(
     if_changed: Annotated[bool, typer.Option(
         "--if-changed", help="For scheduled runs: exit 0 ('no change') when the outputs are up to date, "
                              "3 after building something new.")] = False,
+    sign_key: Annotated[Optional[Path], typer.Option(
+        "--sign-key", help="Sign the provenance with this private key (PEM, or an exported OpenPGP secret key) "
+                           "instead of the recipe's [sign] key.")] = None,
+    sign_passphrase: Annotated[Optional[str], typer.Option(
+        "--sign-passphrase", metavar="file:PATH|env:VAR", help="Where the --sign-key passphrase is read.")] = None,
 ) -> None:
     """Build the image a recipe describes, publish it, and define and boot its domain."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -59,7 +64,8 @@ def build(
         loaded = recipe.load(path, strict_paths=strict_paths, inline_secrets=not no_inline_secrets)
         from imagebuilder.pipeline import BuildOptions, build as run_build
         options = BuildOptions(accel=accel, cache_dir=cache_dir, force=force, output_file=output,
-                               keep_on_failure=keep_on_failure, manifest_path=manifest, no_cache=no_cache)
+                               keep_on_failure=keep_on_failure, manifest_path=manifest, no_cache=no_cache,
+                               sign=_sign_option(sign_key, sign_passphrase, loaded))
         result = run_build(loaded, options, reporter)
     if json_output:
         print(json.dumps({"event": "result", "manifest": str(result.manifest_path), "outputs": result.outputs,
@@ -74,6 +80,24 @@ def build(
         _test(loaded, output, None, None, accel, json_output)
     if if_changed and not result.up_to_date:
         raise typer.Exit(EXIT_BUILT)
+
+
+def _sign_option(key: Optional[Path], passphrase: Optional[str], loaded: recipe.Recipe) -> Optional[recipe.Sign]:
+    """--sign-key (with --sign-passphrase) as a [sign] section, relative to the working directory."""
+    from imagebuilder.errors import InputError
+    from imagebuilder.guest.args import ArgContext
+    from imagebuilder.recipe.sign import passphrase as parse_passphrase
+    if key is None:
+        if passphrase is not None:
+            raise InputError("--sign-passphrase goes with --sign-key")
+        return None
+    if not key.is_file():
+        raise InputError(f"--sign-key {key}: no such file")
+    try:
+        spec = parse_passphrase(passphrase, ArgContext(Path.cwd())) if passphrase is not None else None
+    except ValueError as exc:
+        raise InputError(f"--sign-passphrase: {exc}") from None
+    return recipe.Sign(key=key.resolve(), passphrase=spec, builder=loaded.sign.builder if loaded.sign else None)
 
 
 def _test(loaded: recipe.Recipe, image: Optional[Path], junit: Optional[Path], summary: Optional[Path],

@@ -62,9 +62,13 @@ def versions_command(
     use: Annotated[Optional[str], typer.Option(
         "--use", metavar="N|newest", help="Roll back: point the alias at version N and hold it there (builds go on "
                                           "making versions but leave the alias); 'newest' releases the hold.")] = None,
+    diff: Annotated[Optional[tuple[int, int]], typer.Option(
+        "--diff", metavar="A B", help="What changed from version A to version B: packages (from their SBOMs), "
+                                      "recipe, base and steps.")] = None,
 ) -> None:
     """List the versions of a versioned output volume that builds made: newest first, which one the
-    alias names, and which were deleted or kept beyond `keep` (and why); --use rolls back."""
+    alias names, and which were deleted or kept beyond `keep` (and why); --use rolls back; --diff
+    compares two versions."""
     from imagebuilder import hold, manifest, rebuild, versions
     from imagebuilder.cli.common import echo_table
     from imagebuilder.progress import Reporter
@@ -80,6 +84,9 @@ def versions_command(
             return
     where = manifest_path or manifest.default_path(loaded, None, loaded.output.pool)
     document = rebuild.previous(where) or {}
+    if diff is not None:
+        _version_diff(document.get("versions", []), diff, json_output)
+        return
     main = next((o for o in document.get("outputs", []) if o.get("alias")), None)
     alias_path = Path(main["path"]).with_name(main["alias"]) if main else None
     names = str(alias_path.readlink()) if alias_path and alias_path.is_symlink() else None
@@ -95,6 +102,33 @@ def versions_command(
                  row["digest"], " ".join(row["volumes"]) or "-", row["state"]] for row in rows])
     typer.echo(f"* the version the alias {loaded.output.alias} names" +
                ("; H: held there by `versions --use`" if document.get("held") is not None else ""))
+
+
+def _version_diff(history: list[dict], numbers: tuple[int, int], json_output: bool) -> None:
+    """Print what changed between two recorded versions."""
+    from imagebuilder.attest import changes
+    from imagebuilder.cli.trust import render
+    from imagebuilder.sbom.cyclonedx import read_packages
+    with exit_on_error(json_output):
+        entries = []
+        for number in numbers:
+            entry = next((e for e in history if e.get("n") == number), None)
+            sbom = ((entry or {}).get("records") or {}).get("cyclonedx", {}).get("path")
+            if entry is None or not sbom:
+                raise InputError(f"version {number} " + ("is not recorded" if entry is None else
+                                                         "has no SBOM (built before imagebuilder wrote them)"))
+            entries.append((entry, read_packages(Path(sbom))))
+    (old, old_packages), (new, new_packages) = entries
+    packages = changes.packages(old_packages, new_packages)
+    build_notes = changes.builds(old, new)
+    if json_output:
+        typer.echo(json.dumps({"from": numbers[0], "to": numbers[1], "packages": packages.as_json(),
+                               "build": build_notes}, indent=2))
+        return
+    typer.echo(f"version {numbers[0]} → {numbers[1]}")
+    for note in build_notes:
+        typer.echo(note)
+    render(packages, None)
 
 
 def ops(

@@ -8,7 +8,7 @@ guest that uses SELinux are relabelled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
@@ -26,11 +26,13 @@ DEFERRED = ("root_password", "password")  # set after every other step, as virt-
 
 
 def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage, grown: bool,
-              reporter: Reporter, steps: tuple[int, int] | None = None, finish: bool = True) -> dict[str, str]:
+              reporter: Reporter, steps: tuple[int, int] | None = None, finish: bool = True,
+              after: Callable[[GuestContext], None] | None = None) -> dict[str, str]:
     """Apply the recipe to disk in a single libguestfs launch; return the inspected OS facts.
 
     `steps` (first, end) limits the run to recipe.steps[first:end] (all by default); the disk
-    layout or expansion happens only when first is 0, sysprep only when `finish`.
+    layout or expansion happens only when first is 0, sysprep only when `finish`. `after` reads the
+    finished guest, still mounted, in the same launch (the SBOM's package list).
     """
     first, end = steps or (0, len(recipe.steps))
     reporter.info(f"starting the libguestfs appliance ({accel}{', network on' if recipe.network else ''})")
@@ -49,6 +51,8 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
             sysprep.apply(ctx, list(recipe.sysprep))
         if (recipe.steps or recipe.sysprep) and relabels(recipe.steps):
             selinux_relabel(ctx)
+        if after is not None:
+            after(ctx)
         g.umount_all()
     return facts
 

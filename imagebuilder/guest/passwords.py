@@ -162,6 +162,11 @@ def _gensalt(prefix: bytes) -> str:
     return salt.decode()
 
 
+def read_secret(spec: PasswordSpec) -> str:
+    """The first line of a file:PATH or env:VAR selector's secret (a key's passphrase, say)."""
+    return _clear_text(spec)
+
+
 def _clear_text(spec: PasswordSpec) -> str:
     if spec.kind == "password":
         return str(spec.source)

@@ -7,8 +7,8 @@ module of its own; reader.py reads the file and runs them in order.
 
 from imagebuilder.recipe.domain import parse_wait
 from imagebuilder.recipe.model import (Base, Bootstrap, CloudInit, DataDisk, Disk, Domain, Interface, Machine,
-                                       Output, Recipe, Step, Target)
+                                       Output, Recipe, Sign, Step, Target)
 from imagebuilder.recipe.reader import load
 
 __all__ = ["Base", "Bootstrap", "CloudInit", "DataDisk", "Disk", "Domain", "Interface", "Machine", "Output",
-           "Recipe", "Step", "Target", "load", "parse_wait"]
+           "Recipe", "Sign", "Step", "Target", "load", "parse_wait"]

@@ -194,6 +194,15 @@ class CloudInit:
 
 
 @dataclass(frozen=True)
+class Sign:
+    """[sign]: the provenance is signed with this key (a PEM or OpenPGP secret key file)."""
+
+    key: Path
+    passphrase: Any = None       # a PasswordSpec of kind file or env, or None
+    builder: str | None = None   # the builder id in the provenance (default: user@host)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe."""
 
@@ -210,6 +219,8 @@ class Recipe:
     tests: tuple[Check, ...] = ()
     machines: tuple[Machine, ...] = ()    # a fleet: then `domain` is None ([domain] is their template)
     cloud_init: CloudInit | None = None
+    sign: Sign | None = None
+    tree_digest: bool = False   # [reproducible] tree_digest: record the file tree's digest
 
     @property
     def base_dir(self) -> Path:

@@ -17,6 +17,8 @@ from imagebuilder.recipe.domain import parse_domain
 from imagebuilder.recipe.fleet import parse_fleet
 from imagebuilder.recipe.model import Recipe
 from imagebuilder.recipe.output import parse_disk, parse_output
+from imagebuilder.recipe.reproducible import parse_reproducible
+from imagebuilder.recipe.sign import parse_sign
 from imagebuilder.recipe.steps import parse_network, parse_steps, parse_sysprep
 from imagebuilder.recipe.tables import Loader, Table, check_name
 from imagebuilder.recipe.tests import parse_tests
@@ -51,7 +53,7 @@ def load(file: str | Path, *, strict_paths: bool = False, inline_secrets: bool =
 def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool, inline_secrets: bool) -> Recipe:
     top = Table(loader, data, ())
     top.finish(("image", "base", "disk", "steps", "customize", "sysprep", "output", "domain", "tests",
-                "machines", "fleet", "cloud_init"))
+                "machines", "fleet", "cloud_init", "sign", "reproducible"))
     base_dir = loader.file.resolve().parent
     ctx = ArgContext(base_dir, loader.file, root=base_dir if strict_paths else None, inline_secrets=inline_secrets)
     image = top.table("image", required=True)
@@ -79,5 +81,7 @@ def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool
     if cloud_init and not machines:
         raise loader.error(("cloud_init",), "a cloud-init seed is made per machine: add [[machines]] or [fleet] "
                                             "(one [[machines]] entry for a single machine)")
+    sign = parse_sign(top.table("sign"), ctx)
     return Recipe(loader.file, digest, name, base, disk, tuple(steps), sysprep_ops, output, domain, needs_network,
-                  tests, machines=machines, cloud_init=cloud_init)
+                  tests, machines=machines, cloud_init=cloud_init, sign=sign,
+                  tree_digest=parse_reproducible(top.table("reproducible")))

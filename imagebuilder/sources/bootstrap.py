@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -24,6 +25,10 @@ from imagebuilder.sources.distros import distribution
 _COMMON = ("grub-pc", "grub-efi-amd64-bin", "systemd-sysv", "udev", "initramfs-tools", "e2fsprogs",
            "dosfstools", "ifupdown", "isc-dhcp-client", "qemu-guest-agent", "openssh-server", "dbus")
 _EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*")
+# mmdebstrap copies the build host's /etc/resolv.conf and /etc/hostname (with their modes) into the
+# chroot, for debootstrap compatibility; nothing of the build host belongs in an image, so they go
+# (the layout writes the image's own /etc/hostname; DHCP writes resolv.conf at boot).
+_HERMETIC = '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"'
 
 
 def command(spec: Bootstrap, target: str) -> list[str]:
@@ -35,7 +40,7 @@ def command(spec: Bootstrap, target: str) -> list[str]:
     if dist.keyring:
         argv.append(f"--keyring={dist.keyring}")
     argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _EXCLUDES]
-    argv += ["--dpkgopt=path-include=/usr/share/doc/*/copyright", spec.suite, target, spec.mirror]
+    argv += ["--dpkgopt=path-include=/usr/share/doc/*/copyright", _HERMETIC, spec.suite, target, spec.mirror]
     return argv
 
 
@@ -44,7 +49,8 @@ def identify(spec: Bootstrap) -> str:
     line, mmdebstrap's version and the date of the mirror's Release file (so a new mirror state means a
     new bootstrap)."""
     version = run(["mmdebstrap", "--version"]).stdout.strip()
-    inputs = {"argv": command(spec, "TARGET"), "tool": version, "release": release_date(spec)}
+    inputs = {"argv": command(spec, "TARGET"), "tool": version, "release": release_date(spec),
+              "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH")}  # mmdebstrap clamps times to it
     return f"sha256:{hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()}"
 
 
