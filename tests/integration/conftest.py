@@ -185,18 +185,30 @@ def echo_tiny():
     shutil.rmtree(path.parent)
 
 
-@pytest.fixture
-def launch_counter(tmp_path):
-    """(env, count): env makes libguestfs run qemu through a wrapper that logs each appliance launch."""
-    log = tmp_path / "launches.log"
-    wrapper = tmp_path / "qemu-wrapper"
+@pytest.fixture(scope="session")
+def qemu_logger() -> Path:
+    """A qemu-system-x86_64 for $LIBGUESTFS_HV that appends its arguments to the file $IBTEST_QEMU_LOG
+    names, then runs the real one. One path for the whole session: the accelerator verdict is kept
+    per qemu binary, so `auto` probes KVM once, not once per test."""
+    TEST_HOME.mkdir(parents=True, exist_ok=True)
+    wrapper = TEST_HOME / "qemu-logger"
     real = shutil.which("qemu-system-x86_64")
-    wrapper.write_text("#!/bin/sh\n"
-                       f"case \" $* \" in *\" -kernel \"*) echo launch >> {log} ;; esac\n"
-                       f"exec {real} \"$@\"\n")
-    wrapper.chmod(0o755)
+    text = f'#!/bin/sh\n[ -n "$IBTEST_QEMU_LOG" ] && echo "$*" >> "$IBTEST_QEMU_LOG"\nexec {real} "$@"\n'
+    if not wrapper.exists() or wrapper.read_text() != text:
+        tmp = wrapper.with_name(f".{wrapper.name}.{os.getpid()}")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, wrapper)
+    return wrapper
+
+
+@pytest.fixture
+def launch_counter(tmp_path, qemu_logger):
+    """(env, count): env makes libguestfs run qemu through a wrapper that logs each appliance launch."""
+    log = tmp_path / "qemu.log"
 
     def count() -> int:
-        return len(log.read_text().splitlines()) if log.exists() else 0
+        lines = log.read_text().splitlines() if log.exists() else []
+        return sum(" -kernel " in line and "appliance.d" in line for line in lines)  # not the KVM probe's boot
 
-    return {"LIBGUESTFS_HV": str(wrapper)}, count
+    return {"LIBGUESTFS_HV": str(qemu_logger), "IBTEST_QEMU_LOG": str(log)}, count

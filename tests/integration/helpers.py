@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from pathlib import Path
 
@@ -19,3 +20,10 @@ def sha256(path: Path) -> str:
         while chunk := file.read(4 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sbom_packages(path: Path) -> set[tuple[str, str]]:
+    """(name:arch, version) of every package a CycloneDX SBOM lists."""
+    data = json.loads(path.read_text())
+    return {(f"{c['name']}:{c['purl'].split('arch=')[1].split('&')[0]}", c["version"])
+            for c in data["components"] if c.get("purl")}

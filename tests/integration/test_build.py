@@ -17,7 +17,7 @@ from imagebuilder.virt.domain import remove_domain
 from imagebuilder.virt.storage import delete_volume, ensure_pool
 from imagebuilder.virt.wait import agent_exec
 from tests.integration.conftest import ROOT, run_cli
-from tests.integration.helpers import sha256, unique
+from tests.integration.helpers import sbom_packages, sha256, unique
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -59,6 +59,11 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         assert guest_run(dom, "cat", "/var/lib/imagebuilder-firstboot-ran") == "first boot done\n"
         machine_id = guest_run(dom, "cat", "/etc/machine-id").strip()
         assert len(machine_id) == 32
+        # the SBOM written beside the manifest lists exactly what dpkg in the booted guest lists
+        listed = guest_run(dom, "dpkg-query", "-W", "-f=${db:Status-Abbrev}|${Package}:${Architecture}|${Version}\n")
+        installed = {(name, version) for status, name, version in (line.split("|") for line in listed.splitlines())
+                     if status.strip() == "ii"}
+        assert sbom_packages(next(tmp_path.glob(f"{name}-*.cdx.json"))) == installed
         document = json.loads(manifest_file.read_text())
         volume = document["outputs"][0]
         assert re.fullmatch(rf"{name}-\d{{8}}-1\.qcow2", volume["volume"]) and volume["alias"] == f"{name}.qcow2"

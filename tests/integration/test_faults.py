@@ -186,21 +186,22 @@ class Child:
 
 
 @pytest.fixture
-def sandbox(tmp_path):
+def sandbox(tmp_path, qemu_logger):
     """(env, log): the environment every child build gets (temporary files and the appliance's sockets
     under the test's directory; a qemu wrapper that logs the arguments of every qemu that libguestfs
-    runs) and that log. TCG: the accelerator verdict is per qemu binary, and each test's wrapper is
-    another binary, so `auto` would probe KVM in every build; faults do not depend on the accelerator."""
+    runs) and that log."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     log = tmp_path / "appliances.log"
-    wrapper = tmp_path / "qemu-wrapper"
-    wrapper.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\nexec {shutil.which('qemu-system-x86_64')} \"$@\"\n")
-    wrapper.chmod(0o755)
-    env = {"IMAGEBUILDER_ACCEL": "tcg", "TMPDIR": str(tmp), "LIBGUESTFS_TMPDIR": str(tmp), "XDG_RUNTIME_DIR": str(tmp),
-           "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"), "LIBGUESTFS_HV": str(wrapper),
-           "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {"TMPDIR": str(tmp), "LIBGUESTFS_TMPDIR": str(tmp), "XDG_RUNTIME_DIR": str(tmp),
+           "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"), "LIBGUESTFS_HV": str(qemu_logger),
+           "IBTEST_QEMU_LOG": str(log), "XDG_STATE_HOME": str(tmp_path / "state")}
     return env, log
+
+
+def appliance_launches(log: Path) -> list[str]:
+    """The arguments of each appliance qemu the log shows (not the KVM probe's kernel boot)."""
+    return [args for args in log.read_text().splitlines() if " -kernel " in args and "appliance.d" in args]
 
 
 @contextmanager
@@ -493,7 +494,7 @@ def test_failing_run_command_names_the_step_and_shows_its_output(tmp_path, sandb
     assert "Fa1lingBuildPassw0rd" not in child.stdout + child.stderr
     assert json.loads(child.stdout.splitlines()[-1])["exit_code"] == 1
     watch.assert_nothing_left(before, fetched=True)
-    launches = [args for args in appliances.read_text().splitlines() if " -kernel " in args]
+    launches = appliance_launches(appliances)
     assert len(launches) == 1 and "-netdev" in launches[0]
 
 
@@ -618,7 +619,7 @@ def test_two_builds_of_the_same_recipe_at_once(tmp_path, sandbox, images, server
     assert (first.finish(), second.finish()) == (0, 0), first.stderr + second.stderr
     assert "up to date" in second.stderr
     assert server.sent("tiny.qcow2") == images["tiny"].stat().st_size
-    assert len([args for args in appliances.read_text().splitlines() if " -kernel " in args]) == 1
+    assert len(appliance_launches(appliances)) == 1
     pool.refresh(0)
     assert pool.listVolumes() == [f"{name}.qcow2"]
     assert sorted(os.listdir(pool_dir)) == [f"{name}.qcow2"]
@@ -728,6 +729,6 @@ def test_secrets_never_leave_the_build(tmp_path, sandbox, images):
     import crypt  # noqa: PLC0415 - deprecated module, only here
     for user, password in (("root", "EnvR00tPassw0rd-x9"), ("alice", "F1leAlicePassw0rd-y8"), ("carol", carol)):
         assert crypt.crypt(password, hashes[user]) == hashes[user], user
-    launches = [args for args in appliances.read_text().splitlines() if " -kernel " in args]
+    launches = appliance_launches(appliances)
     assert len(launches) == 1
     assert "-netdev" not in launches[0] and "virtio-net" not in launches[0] and "-nic" not in launches[0]

@@ -1,7 +1,8 @@
 """SBOMs, signed provenance, `verify` and `diff` on real builds (two versions of one recipe in a
-throwaway pool, from the session base image): the SBOM lists what dpkg in the booted guest lists,
-passes both formats' own validators, costs no appliance launch; a signed build verifies, and a
-changed image, a wrong key or an altered envelope each fail with a clear message."""
+throwaway pool, from the session base image): the SBOM passes both formats' own validators and
+costs no appliance launch (that it lists what dpkg in the booted guest lists is checked on the
+demo's boot, in test_build.py); a signed build verifies, and a changed image, a wrong key or an
+altered envelope each fail with a clear message."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import base64
 import copy
 import json
 import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 
 from imagebuilder.attest import signing
 from tests.integration.conftest import run_cli
-from tests.integration.helpers import sha256, unique
+from tests.integration.helpers import sbom_packages, sha256, unique
 from tests.signing_keys import openpgp_keys, pem_keys
 
 pytestmark = pytest.mark.integration
@@ -42,28 +42,7 @@ volume = "{name}-{{n}}.qcow2"
 
 [sign]
 key = "{key}"
-{passphrase}
-[[tests]]
-name = "packages"
-command = '''dpkg-query -W -f='${{db:Status-Abbrev}}|${{Package}}:${{Architecture}}|${{Version}}\\n' '''
-"""
-
-
-def dpkg_in_booted_guest(recipe: Path, image: Path, tmp_path: Path, env: dict[str, str]) -> set[tuple[str, str]]:
-    """(name:arch, version) of every installed package, as dpkg-query prints it in the booted image
-    (`imagebuilder test` boots an overlay and runs the recipe's command through the guest agent)."""
-    junit = tmp_path / "packages.junit.xml"
-    proc = run_cli("test", str(recipe), "--image", str(image), "--junit", str(junit), "--accel", "tcg", env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    output = ET.parse(junit).getroot().find(".//system-out").text
-    rows = [line.split("|") for line in output.splitlines() if line.count("|") == 2]
-    return {(name, version) for status, name, version in rows if status.strip() == "ii"}
-
-
-def sbom_packages(path: Path) -> set[tuple[str, str]]:
-    data = json.loads(path.read_text())
-    return {(f"{c['name']}:{c['purl'].split('arch=')[1].split('&')[0]}", c["version"])
-            for c in data["components"] if c.get("purl")}
+{passphrase}"""
 
 
 def test_sbom_provenance_verify_and_diff(tmp_path, base_image, pool, pool_dir, launch_counter):
@@ -78,7 +57,7 @@ def test_sbom_provenance_verify_and_diff(tmp_path, base_image, pool, pool_dir, l
     def build(more: str, signing_key: Path) -> subprocess.CompletedProcess[str]:
         recipe.write_text(RECIPE.format(name=name, base=base_image, pool=pool.name(), more=more, key=signing_key.name,
                                         passphrase='passphrase = "env:RELEASE_PASSPHRASE"'))
-        proc = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), "--accel", "tcg", env=env)
+        proc = run_cli("build", str(recipe), "--cache-dir", str(tmp_path / "cache"), env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
@@ -142,18 +121,14 @@ def test_sbom_provenance_verify_and_diff(tmp_path, base_image, pool, pool_dir, l
     assert diff["packages"]["removed"] == [] and diff["packages"]["upgraded"] == []
     assert "step added: install: tree" in diff["build"]
 
-    # the SBOM lists exactly what dpkg in the booted guest lists
-    assert sbom_packages(records / f"{name}-2.cdx.json") == dpkg_in_booted_guest(recipe, pool_dir / volume_two,
-                                                                                 tmp_path, env)
-
     # diff reads both images in one launch: tree added, /etc/motd the same
-    compared = run_cli("diff", str(pool_dir / volume_one), str(pool_dir / volume_two), "--json", "--accel", "tcg",
+    compared = run_cli("diff", str(pool_dir / volume_one), str(pool_dir / volume_two), "--json",
                        env=env)
     assert compared.returncode == 0, compared.stderr
     result = json.loads(compared.stdout)
     assert [p["name"] for p in result["packages"]["added"]] == ["tree:amd64"]
     assert "/etc/motd" not in result["files"]["changed"]
-    assert launches() == 3, "two images, one launch (the test boot is a domain, not an appliance)"
+    assert launches() == 3, "two images, one launch"
 
 
 def test_verify_a_volume_on_a_remote_host_streams_it(tmp_path, remote_uri, remote_conn, remote_pool):
@@ -210,7 +185,7 @@ def test_two_builds_of_a_pinned_recipe_make_the_same_file_tree(tmp_path, base_im
     found = []
     for number in (1, 2):
         out = tmp_path / f"build{number}" / "repro.qcow2"
-        proc = run_cli("build", str(recipe), "-o", str(out), "--no-cache", "--accel", "tcg",
+        proc = run_cli("build", str(recipe), "-o", str(out), "--no-cache",
                        "--cache-dir", str(tmp_path / "cache"), env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
         document = json.loads((out.parent / "repro.manifest.json").read_text())
@@ -224,7 +199,7 @@ def test_sbom_of_any_image_in_one_read_only_launch(tmp_path, base_image, launch_
     env, launches = launch_counter
     before = sha256(base_image)
     spdx, cdx = tmp_path / "base.spdx.json", tmp_path / "base.cdx.json"
-    proc = run_cli("sbom", str(base_image), "--spdx", str(spdx), "--cyclonedx", str(cdx), "--accel", "tcg", env=env)
+    proc = run_cli("sbom", str(base_image), "--spdx", str(spdx), "--cyclonedx", str(cdx), env=env)
     assert proc.returncode == 0, proc.stderr
     assert launches() == 1 and sha256(base_image) == before, "one launch, the image unchanged"
     assert not validate_full_spdx_document(parse_file(str(spdx)))
