@@ -289,7 +289,7 @@ class _Build:
 
     def read_contents(self, ctx: Any) -> None:
         """In the customize session, after sysprep: what the SBOM (and the tree digest) need."""
-        self.contents = records.read(ctx.g, ctx.os["root"], tree=self.recipe.tree_digest)
+        self.contents = records.read(ctx.g, ctx.os["root"], tree=self.recipe.tree_digest, say=self.reporter.info)
 
     def write_records(self, base: BaseImage, accel: str, path: Path, earlier: dict[str, Any] | None) -> dict[str, Any]:
         """The SBOMs and the signed provenance beside the manifest, and one line of what changed;

@@ -4,6 +4,7 @@ and, with a signing key, the signed provenance; and a line saying what changed s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 from imagebuilder import manifest
 from imagebuilder.attest import changes, provenance, signing
 from imagebuilder.guest import passwords
-from imagebuilder.guest.inventory import read_packages
+from imagebuilder.guest.inventory import NoPackageDatabase, read_packages
 from imagebuilder.guest.tree import tree_digest
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe, Sign
@@ -35,9 +36,15 @@ class Contents:
     tree: tuple[str, int] | None = None  # the file tree's digest and entry count, when asked for
 
 
-def read(g: Any, root: str, tree: bool = False) -> Contents:
-    """In a session on the finished, mounted image: its OS and packages, and its tree digest if asked."""
-    system, packages, texts = read_packages(g, root)
+def read(g: Any, root: str, tree: bool = False, say: Callable[[str], None] | None = None) -> Contents:
+    """In a session on the finished, mounted image: its OS and packages, and its tree digest if asked.
+    An image whose packages cannot be listed gets an SBOM without packages, and `say` tells why."""
+    try:
+        system, packages, texts = read_packages(g, root)
+    except NoPackageDatabase as exc:
+        if say is not None:
+            say(f"the SBOM lists no packages: {exc.message}")
+        system, packages, texts = exc.system, [], {}
     return Contents(system, packages, texts, tree_digest(g) if tree else None)
 
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from imagebuilder.errors import GuestError
 from imagebuilder.sbom import databases, licences
 from imagebuilder.sbom.model import OperatingSystem, Package
 
@@ -24,6 +25,14 @@ DOC_DIR = "/usr/share/doc"
 _BULKY_DOCS = ("*.gz", "*.bz2", "*.xz", "*.html", "*.pdf", "*.png", "*.svg", "examples")
 
 
+class NoPackageDatabase(GuestError):
+    """The guest's packages cannot be listed; `system` is what inspection found of it all the same."""
+
+    def __init__(self, message: str, system: OperatingSystem):
+        super().__init__(message)
+        self.system = system
+
+
 def read_packages(g: Any, root: str) -> tuple[OperatingSystem, list[Package], dict[str, str]]:
     """The OS, its installed packages (sorted by name and arch) and the texts of the LicenseRef-
     licences they name, from the guest mounted at / in the session g (root: its inspected root)."""
@@ -31,7 +40,10 @@ def read_packages(g: Any, root: str) -> tuple[OperatingSystem, list[Package], di
     system = OperatingSystem(distro=g.inspect_get_distro(root), version=f"{major}.{minor}",
                              product=g.inspect_get_product_name(root),
                              package_format=g.inspect_get_package_format(root), arch=g.inspect_get_arch(root))
-    listed = [_from_application(app) for app in g.inspect_list_applications2(root)]
+    try:
+        listed = [_from_application(app) for app in g.inspect_list_applications2(root)]
+    except GuestError as exc:  # no package database (a guest without one, or a broken one)
+        raise NoPackageDatabase(f"its package database cannot be read ({exc.message})", system) from None
     texts: dict[str, str] = {}
     if system.package_format == "deb" and g.is_file(DPKG_STATUS):
         listed = _merge(listed, databases.parse_dpkg_status(_download(g, DPKG_STATUS)))

@@ -187,3 +187,27 @@ def test_sboms_of_the_same_image_are_the_same_documents(tmp_path, monkeypatch):
         cyclonedx.write(made, tmp_path / f"{number}.cdx.json")
     assert (tmp_path / "1.spdx.json").read_text() == (tmp_path / "2.spdx.json").read_text()
     assert (tmp_path / "1.cdx.json").read_text() == (tmp_path / "2.cdx.json").read_text()
+
+
+def test_an_image_without_a_package_database_gets_an_sbom_without_packages():
+    """A build must not fail for want of a package list (a minimal or foreign guest): no packages,
+    and the build says why."""
+    from imagebuilder.attest import records
+    from imagebuilder.errors import GuestError
+
+    class NoDatabase:
+        def inspect_get_major_version(self, _root): return 12
+        def inspect_get_minor_version(self, _root): return 5
+        def inspect_get_distro(self, _root): return "debian"
+        def inspect_get_product_name(self, _root): return "12.5"
+        def inspect_get_package_format(self, _root): return "deb"
+        def inspect_get_arch(self, _root): return "x86_64"
+
+        def inspect_list_applications2(self, _root):
+            raise GuestError("inspect_list_applications2: filesize: /var/lib/dpkg/status: No such file or directory")
+
+    said: list[str] = []
+    contents = records.read(NoDatabase(), "/dev/sda1", say=said.append)
+    assert contents.packages == [] and contents.os.distro == "debian"
+    assert said == ["the SBOM lists no packages: its package database cannot be read (inspect_list_applications2: "
+                    "filesize: /var/lib/dpkg/status: No such file or directory)"]
