@@ -95,7 +95,7 @@ def _in_running_domain(dom, image: Path, accel: str, offline: list[Check], boote
     checks on a copy taken while the guest's filesystems are frozen (or as they are, without an agent)."""
     reporter.info(f"{image} is the disk of the running domain {dom.name()}: checking it there")
     if offline:
-        scratch = Path(tempfile.mkdtemp(prefix="imagebuilder-test-", dir="/var/tmp"))
+        scratch = Path(tempfile.mkdtemp(prefix="imagebuilder-test-"))  # read by the appliance, as root
         try:
             copy = scratch / "copy.qcow2"
             with _frozen(dom, reporter):

@@ -84,7 +84,7 @@ class Watch:
     dirs: list[Path]
     pools: list = field(default_factory=list)
     conn: object = None
-    prefix: str = "ibtest-"
+    prefix: str = "ibtest-"  # the test's own names: other tests (other workers) make ibtest-… domains too
     markers: list[str] = field(default_factory=list)
 
     def state(self) -> HostState:
@@ -321,9 +321,10 @@ def test_checksum_mismatch(tmp_path, sandbox, images, server, conn, pool, pool_d
     env, _ = sandbox
     cache = tmp_path / "cache"
     wrong = "sha256:" + hashlib.sha256(b"something else").hexdigest()
-    recipe = url_recipe(tmp_path / "r.toml", unique("sum"), server.url("disk.raw"), wrong,
-                        f'[output]\npool = "{pool.name()}"\n')
-    watch = Watch([cache, pool_dir, tmp_path / "tmp"], [pool], conn, markers=[str(tmp_path), str(pool_dir)])
+    name = unique("sum")
+    recipe = url_recipe(tmp_path / "r.toml", name, server.url("disk.raw"), wrong, f'[output]\npool = "{pool.name()}"\n')
+    watch = Watch([cache, pool_dir, tmp_path / "tmp"], [pool], conn, prefix=name,
+                  markers=[str(tmp_path), str(pool_dir)])
     before = watch.state()
 
     child = Child(build_args(recipe, cache), env, stub=False)
@@ -381,9 +382,11 @@ def test_pool_full(request, tmp_path, sandbox, images, server, conn):
         name = unique("fullpool")
         pool = create_dir_pool(conn, name, pool_dir)
         try:
-            recipe = url_recipe(tmp_path / "r.toml", unique("poolfull"), server.url("disk.raw"), images["digest"],
+            image_name = unique("poolfull")
+            recipe = url_recipe(tmp_path / "r.toml", image_name, server.url("disk.raw"), images["digest"],
                                 f'[output]\npool = "{name}"\n')
-            watch = Watch([cache, pool_dir, tmp_path / "tmp"], [pool], conn, markers=[str(tmp_path), str(pool_dir)])
+            watch = Watch([cache, pool_dir, tmp_path / "tmp"], [pool], conn, prefix=image_name,
+                          markers=[str(tmp_path), str(pool_dir)])
             before = watch.state()
 
             child = Child(build_args(recipe, cache), env, stub=False)
