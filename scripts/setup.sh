@@ -9,6 +9,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs supermin linux-image-amd64
   libvirt-daemon-system libvirt-clients python3-libvirt libxml2-utils dnsmasq-base iptables
   mmdebstrap python3-venv ca-certificates ovmf gpg xz-utils zstd e2fsprogs fdisk util-linux systemd osinfo-db
+  skopeo docker-registry
 )
 
 if [ "$(id -u)" -ne 0 ]; then

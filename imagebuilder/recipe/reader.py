@@ -17,6 +17,7 @@ from imagebuilder.recipe.domain import parse_domain
 from imagebuilder.recipe.fleet import parse_fleet
 from imagebuilder.recipe.model import Recipe
 from imagebuilder.recipe.output import parse_disk, parse_output
+from imagebuilder.recipe.publish import parse_cache
 from imagebuilder.recipe.steps import parse_network, parse_steps, parse_sysprep
 from imagebuilder.recipe.tables import Loader, Table, check_name
 from imagebuilder.recipe.tests import parse_tests
@@ -51,7 +52,7 @@ def load(file: str | Path, *, strict_paths: bool = False, inline_secrets: bool =
 def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool, inline_secrets: bool) -> Recipe:
     top = Table(loader, data, ())
     top.finish(("image", "base", "disk", "steps", "customize", "sysprep", "output", "domain", "tests",
-                "machines", "fleet", "cloud_init"))
+                "machines", "fleet", "cloud_init", "cache"))
     base_dir = loader.file.resolve().parent
     ctx = ArgContext(base_dir, loader.file, root=base_dir if strict_paths else None, inline_secrets=inline_secrets)
     image = top.table("image", required=True)
@@ -68,7 +69,8 @@ def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool
     machines = parse_fleet(top, loader, domain, name, output)
     if machines:
         domain = None  # [domain] is the machines' template; the golden image itself is never booted
-    if domain and not output.libvirt and not any(t.domain for t in output.targets):
+    ova = any(item.format == "ova" for item in output.files)  # an OVA describes the machine from [domain]
+    if domain and not output.libvirt and not ova and not any(t.domain for t in output.targets):
         raise loader.error(("domain",), "a domain needs the image in a libvirt pool, but [output] names only a file")
     for index, target in enumerate(output.targets):
         if target.domain and not domain:
@@ -80,4 +82,4 @@ def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool
         raise loader.error(("cloud_init",), "a cloud-init seed is made per machine: add [[machines]] or [fleet] "
                                             "(one [[machines]] entry for a single machine)")
     return Recipe(loader.file, digest, name, base, disk, tuple(steps), sysprep_ops, output, domain, needs_network,
-                  tests, machines=machines, cloud_init=cloud_init)
+                  tests, machines=machines, cloud_init=cloud_init, cache=parse_cache(top.table("cache"), ctx))
