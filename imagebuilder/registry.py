@@ -112,7 +112,7 @@ def copy(source: str, destination: str, timeout: int = COPY_TIMEOUT, index_only:
 
 def manifest(ref: str) -> tuple[dict, str]:
     """The raw manifest of docker://ref and its digest; RegistryError(missing=True) when it is not there."""
-    raw = _skopeo(["inspect", "--raw", "--retry-times", str(RETRIES), f"docker://{ref}"], LOOKUP_TIMEOUT).stdout
+    raw = _skopeo(["inspect", "--raw", "--retry-times", "1", f"docker://{ref}"], LOOKUP_TIMEOUT).stdout
     try:
         document = json.loads(raw)
     except ValueError:

@@ -178,3 +178,12 @@ def launch_counter(tmp_path):
         return len(log.read_text().splitlines()) if log.exists() else 0
 
     return {"LIBGUESTFS_HV": str(wrapper)}, count
+
+
+@pytest.fixture(scope="session")
+def local_registry():
+    """Debian's docker-registry on 127.0.0.1 (see tests/integration/registry.py): a user and password
+    that reach skopeo only through REGISTRY_AUTH_FILE; stopped at the end of the session."""
+    from tests.integration.registry import LocalRegistry
+    with LocalRegistry() as registry:
+        yield registry
