@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagebuilder.manifest import file_digest
+
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
 IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 EMPTY = "application/vnd.oci.empty.v1+json"
 TITLE = "org.opencontainers.image.title"
 REF_NAME = "org.opencontainers.image.ref.name"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,6 @@ class Descriptor:
     def from_json(cls, data: dict[str, Any]) -> Descriptor:
         """A descriptor from a manifest."""
         return cls(data["mediaType"], data["digest"], int(data["size"]), dict(data.get("annotations") or {}))
-
-
-def file_sha256(path: Path) -> str:
-    """sha256:HEX of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
 
 
 class Layout:
@@ -77,7 +69,7 @@ class Layout:
     def add_file(self, path: Path, media_type: str, digest: str | None = None,
                  annotations: dict[str, str] | None = None) -> Descriptor:
         """A blob holding a file's bytes: hard-linked when on the same filesystem, else copied."""
-        digest = digest or file_sha256(path)
+        digest = digest or file_digest(path)
         target = self.blob_path(digest)
         if not target.exists():
             try:

@@ -4,13 +4,13 @@ whose first member is the .ovf and the .mf right after it, as the specification 
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from imagebuilder import disk
+from imagebuilder.manifest import file_digest
 from imagebuilder.progress import Reporter
 from imagebuilder.publish import formats
 from imagebuilder.recipe.model import Domain
@@ -30,8 +30,8 @@ def _q(namespace: str, name: str) -> str:
     return f"{{{namespace}}}{name}"
 
 
-def _element(parent: ET.Element, name: str, text: str | None = None, **attributes: str) -> ET.Element:
-    child = ET.SubElement(parent, _q(OVF, name), {_q(OVF, k): v for k, v in attributes.items()})
+def _element(parent: ET.Element, tag: str, text: str | None = None, **attributes: str) -> ET.Element:
+    child = ET.SubElement(parent, _q(OVF, tag), {_q(OVF, k): v for k, v in attributes.items()})
     child.text = text
     return child
 
@@ -89,14 +89,6 @@ def envelope(name: str, spec: Domain, facts: dict[str, str], vmdk_name: str, vmd
     return ET.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write(src: Path, src_fmt: str, dest: Path, name: str, spec: Domain, facts: dict[str, str],
           reporter: Reporter) -> None:
     """Write the OVA of src (of src_fmt) to the new file dest."""
@@ -108,7 +100,7 @@ def write(src: Path, src_fmt: str, dest: Path, name: str, spec: Domain, facts: d
         ovf.write_bytes(envelope(name, spec, facts, vmdk.name, vmdk.stat().st_size,
                                  int(disk.info(src)["virtual-size"])))
         mf = work / f"{name}.mf"
-        mf.write_text("".join(f"SHA256({p.name})= {_sha256(p)}\n" for p in (ovf, vmdk)))
+        mf.write_text("".join(f"SHA256({p.name})= {file_digest(p).split(':')[1]}\n" for p in (ovf, vmdk)))
         try:
             _pack(dest, [ovf, mf, vmdk], tarfile.USTAR_FORMAT)
         except ValueError:  # a member over 8 GiB: ustar cannot say its size

@@ -10,7 +10,6 @@ atomically, and only then is the previous revision's file deleted. Other entries
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 
 from imagebuilder import disk
 from imagebuilder.errors import BuildError
+from imagebuilder.manifest import file_digest
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe.model import RepoOutput
 from imagebuilder.run import require, run
@@ -27,14 +27,6 @@ from imagebuilder.sources import index as index_format
 
 _HEADER = re.compile(r"^\[([^\]]+)\]\s*$")
 _DEVICE = re.compile(r"^/dev/[sv]d[a-z]+\d+$")
-
-
-def _sha512(path: Path) -> str:
-    digest = hashlib.sha512()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def entry_text(repo: RepoOutput, fields: dict[str, Any]) -> str:
@@ -91,7 +83,7 @@ def publish(repo: RepoOutput, image: Path, fmt: str, facts: dict[str, str], osin
                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=7200)
         if proc.returncode != 0:
             raise BuildError(f"xz failed: {proc.stderr.decode(errors='replace').strip()}")
-        checksum = _sha512(partial)
+        checksum = file_digest(partial, "sha512").split(":")[1]
         os.replace(partial, final)
         root = facts.get("root", "")
         entry = entry_text(repo, {

@@ -74,3 +74,17 @@ def test_a_registry_that_cannot_be_reached_means_a_local_build_and_says_so(tmp_p
     assert shared.record()["unreachable"] == [f"127.0.0.1:{port}/cache"]
     assert shared.pulled == shared.pushed == []
     assert out.getvalue().count("building locally") == 1, out.getvalue()
+
+
+def test_the_ovf_envelope_describes_the_machine():
+    import xml.etree.ElementTree as ET
+    from imagebuilder.publish import ova
+    from imagebuilder.recipe.model import Domain, Interface
+    spec = Domain(name="web", memory=2 << 30, vcpus=4,
+                  interfaces=(Interface(network="default"), Interface(bridge="br0", model="e1000")))
+    root = ET.fromstring(ova.envelope("web", spec, {"distro": "debian"}, "web-disk1.vmdk", 123, 8 << 30))
+    ns = "{http://schemas.dmtf.org/ovf/envelope/1}"
+    assert [child.tag.removeprefix(ns) for child in root] == ["References", "DiskSection", "NetworkSection",
+                                                              "VirtualSystem"]
+    assert root.find(f"{ns}VirtualSystem/{ns}OperatingSystemSection").get(f"{ns}id") == "96"
+    assert [n.get(f"{ns}name") for n in root.iter(f"{ns}Network")] == ["default", "br0"]
