@@ -22,7 +22,7 @@ from imagebuilder.cache import Cache
 from imagebuilder.errors import BuildError
 from imagebuilder.guest.customize import customize
 from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Recipe
+from imagebuilder.recipe import Base, Recipe
 from imagebuilder.run import run
 from imagebuilder.publish import Elsewhere, is_current
 from imagebuilder.sources import bootstrap, local, oci, template, url
@@ -242,7 +242,7 @@ class _Build:
             self.shared.push(stage, entry[0], self.cache.path(*entry))
         return fetched
 
-    def _fetch_base(self, base, known: rebuild.BaseIdentity) -> BaseImage:
+    def _fetch_base(self, base: Base, known: rebuild.BaseIdentity) -> BaseImage:
         if base.kind == "oci":
             return oci.fetch(base.oci, known.digest, self.cache, self.reporter)
         if base.kind == "url":
@@ -275,6 +275,8 @@ class _Build:
         if resume is not None:
             saved = rebuild.checkpoint(self.cache, self.stages[resume])
             self.reporter.info(f"resuming from the cached result of {self.stages[resume].name}")
+            if self.shared:  # made before this machine shared its cache, perhaps: the others may lack it
+                self.shared.push(self.stages[resume], "stages", saved)
             disk.convert(saved, "qcow2", work, fmt, self.reporter.transfer(f"convert to {fmt}", disk.probe(saved)[1]))
             return work, False, resume - STEP_OFFSET
         if base.kind == "rootfs":

@@ -13,7 +13,8 @@ import fcntl
 import os
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,23 @@ def previous(text: str, name: str) -> tuple[int, str | None]:
     return 0, None
 
 
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the directory itself (no lock file left among what a web server serves)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def publish(repo: RepoOutput, image: Path, fmt: str, facts: dict[str, str], osinfo: str | None,
             created: Callable[[str, Callable[[], object]], None], reporter: Reporter) -> dict[str, Any]:
     """Add image (of fmt) to the repository as the next revision of its entry; returns the manifest record.
     `created(what, undo)` registers what a failure must remove."""
     repo.path.mkdir(parents=True, exist_ok=True)
-    with open(repo.path / ".imagebuilder.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two builds of one repository add their entries in turn
+    with _locked(repo.path):  # two builds of one repository add their entries in turn
         index = repo.path / "index"
         text = index.read_text() if index.exists() else ""
         revision, old_file = previous(text, repo.name)

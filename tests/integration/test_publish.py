@@ -231,7 +231,8 @@ def test_oci_base_to_virt_builder_repository_to_a_boot(build_a, local_registry, 
     listing = subprocess.run(["virt-builder", "--list", "--list-format", "json"], env=vb_env, capture_output=True,
                              text=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
     [template] = json.loads(listing.stdout)["templates"]
-    assert (template["os-version"], template["revision"]) == ("golden-oci", 1)
+    assert (template["os-version"], template["arch"]) == ("golden-oci", "x86_64")
+    assert template["notes"]["C"] == "Built from a containerDisk.\nSecond line."
     made = pool_dir / "from-vb.qcow2"
     built = subprocess.run(["virt-builder", "golden-oci", "--no-network", "--no-cache", "--format", "qcow2",
                             "-o", str(made)], env=vb_env, capture_output=True, text=True, timeout=900,
