@@ -8,6 +8,7 @@ registry's answer to "has it changed?"), which is what `build --if-changed` comp
 
 from __future__ import annotations
 
+import io
 import tarfile
 import tempfile
 from pathlib import Path
@@ -78,31 +79,35 @@ def extract_disk(layout: Layout, dest: Path) -> str:
     return found
 
 
-class _Stream:
-    """A read-only file object over decompressed chunks."""
+class _Stream(io.RawIOBase):
+    """A read-only raw stream over decompressed chunks (each handed on without copying it whole)."""
 
     def __init__(self, chunks: Iterator[bytes]):
-        self.chunks, self.buffer = chunks, b""
+        self.chunks, self.pending = chunks, memoryview(b"")
 
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self.buffer) < size:
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # noqa: ANN001 - a writable buffer
+        while not self.pending:
             chunk = next(self.chunks, None)
             if chunk is None:
-                break
-            self.buffer += chunk
-        if size < 0:
-            size = len(self.buffer)
-        out, self.buffer = self.buffer[:size], self.buffer[size:]
-        return out
+                return 0
+            self.pending = memoryview(chunk)
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
 
 
-def _decompressed(blob: BinaryIO, media_type: str) -> _Stream:
+def _decompressed(blob: BinaryIO, media_type: str) -> io.BufferedReader:
     suffix = ".zst" if "zstd" in media_type else ".gz" if "gzip" in media_type else ""
     decoder = stream.Decoder(f"layer{suffix}")
-    return _Stream(piece for chunk in iter(lambda: blob.read(CHUNK), b"") for piece in decoder.feed(chunk))
+    pieces = (piece for chunk in iter(lambda: blob.read(CHUNK), b"") for piece in decoder.feed(chunk))
+    return io.BufferedReader(_Stream(pieces), CHUNK)
 
 
-def _copy_disk(stream: _Stream, dest: Path) -> str | None:
+def _copy_disk(stream: io.BufferedReader, dest: Path) -> str | None:
     """Copy the regular file under disk/ in the tar stream to dest; its name, or None if there is none."""
     found = None
     with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[arg-type]

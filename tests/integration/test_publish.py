@@ -114,6 +114,14 @@ def test_the_containerdisk_reads_back_as_kubevirt_expects(build_a, local_registr
     assert f"sha256:{inside}" == image_digest
 
 
+def test_unchanged_it_is_up_to_date_while_the_registry_has_the_image(build_a, local_registry):
+    before = len(local_registry.requests())
+    proc = run_cli("build", str(build_a["dir"] / "recipe.toml"), "--cache-dir", str(build_a["dir"] / "cache"),
+                   "--if-changed", env=local_registry.env, timeout=300)
+    assert (proc.returncode, proc.stdout) == (0, "no change\n"), proc.stderr[-2000:]
+    assert not [r for r in local_registry.requests()[before:] if r["method"] in ("PUT", "PATCH", "POST")]
+
+
 def test_a_second_push_skips_the_blobs_and_attachments_become_referrers(build_a, local_registry, tmp_path,
                                                                          monkeypatch):
     for key, value in local_registry.env.items():
@@ -221,13 +229,17 @@ def test_oci_base_to_virt_builder_repository_to_a_boot(build_a, local_registry, 
     assert "[golden-oci]\n" in index and "revision=1\n" in index and "file=golden-oci-1.qcow2.xz\n" in index
     assert "notes=Built from a containerDisk.\n Second line.\n" in index
     subprocess.run(["virt-index-validate", str(repo / "index.asc")], check=True, capture_output=True)
+    again = run_cli("build", str(tmp_path / "recipe.toml"), "--cache-dir", str(tmp_path / "cache"), "--manifest",
+                    str(tmp_path / "b.manifest.json"), "--if-changed", env=env, timeout=300)
+    assert (again.returncode, again.stdout) == (0, "no change\n"), again.stderr[-2000:]  # pinned: no request
 
     # plain virt-builder, configured as its users configure a repository
     config = tmp_path / "config"
     (config / "virt-builder" / "repos.d").mkdir(parents=True)
     (config / "virt-builder" / "repos.d" / "ibtest.conf").write_text(
         f"[ibtest]\nuri={(repo / 'index.asc').as_uri()}\ngpgkey={key.public.as_uri()}\n")
-    vb_env = {**os.environ, "XDG_CONFIG_HOME": str(config), "VIRT_BUILDER_DIRS": str(tmp_path / "none")}
+    vb_env = {**os.environ, "XDG_CONFIG_HOME": str(config), "VIRT_BUILDER_DIRS": str(tmp_path / "none"),
+              "LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}  # as our builds run it
     listing = subprocess.run(["virt-builder", "--list", "--list-format", "json"], env=vb_env, capture_output=True,
                              text=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
     [template] = json.loads(listing.stdout)["templates"]

@@ -88,3 +88,23 @@ def test_the_ovf_envelope_describes_the_machine():
                                                               "VirtualSystem"]
     assert root.find(f"{ns}VirtualSystem/{ns}OperatingSystemSection").get(f"{ns}id") == "96"
     assert [n.get(f"{ns}name") for n in root.iter(f"{ns}Network")] == ["default", "br0"]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_a_containerdisk_layer_round_trips(tmp_path, compression):
+    import tarfile
+    from imagebuilder.publish import containerdisk
+    from imagebuilder.sources import oci
+    disk = tmp_path / "disk.qcow2"
+    disk.write_bytes(bytes(range(256)) * 40000)
+    with open(tmp_path / "layer", "wb") as out:
+        digest, diff_id, size = containerdisk.write_layer(disk, "web.qcow2", out, compression)
+    assert size == (tmp_path / "layer").stat().st_size and (digest == diff_id) == (compression == "none")
+    media_type = containerdisk.LAYER_TYPES[compression]
+    with open(tmp_path / "layer", "rb") as blob:
+        assert oci._copy_disk(oci._decompressed(blob, media_type), tmp_path / "back") == "disk/web.qcow2"
+    assert (tmp_path / "back").read_bytes() == disk.read_bytes()
+    if compression == "gzip":
+        with tarfile.open(tmp_path / "layer") as tar:
+            assert [(m.name, m.uid, m.gid, m.mode, m.mtime) for m in tar] == [
+                ("disk", 107, 107, 0o555, 0), ("disk/web.qcow2", 107, 107, 0o440, 0)]
