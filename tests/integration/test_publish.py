@@ -250,8 +250,15 @@ def test_oci_base_to_virt_builder_repository_to_a_boot(build_a, local_registry, 
                             "-o", str(made)], env=vb_env, capture_output=True, text=True, timeout=900,
                            stdin=subprocess.DEVNULL)
     assert built.returncode == 0, built.stderr[-2000:]
-    assert "Checking the template signature" in built.stdout + built.stderr or \
-        "signature" in (built.stdout + built.stderr).lower()
+    # the signature is checked: the same repository with one byte of its index changed is refused
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    (tampered / "index.asc").write_text((repo / "index.asc").read_text().replace("revision=1", "revision=9"))
+    (config / "virt-builder" / "repos.d" / "ibtest.conf").write_text(
+        f"[ibtest]\nuri={(tampered / 'index.asc').as_uri()}\ngpgkey={key.public.as_uri()}\n")
+    refused = subprocess.run(["virt-builder", "--list"], env=vb_env, capture_output=True, text=True, timeout=300,
+                             stdin=subprocess.DEVNULL)
+    assert refused.returncode != 0 and "signature" in refused.stderr.lower(), refused.stderr
     boot_and_read_hostname(monkeypatch, tmp_path, conn, pool, made)
 
 

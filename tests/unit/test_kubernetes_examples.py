@@ -7,10 +7,9 @@ import re
 import shlex
 from pathlib import Path
 
-import typer
 import yaml
 
-from imagebuilder.cli import app
+from tests.unit.test_examples import check_calls
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"
 
@@ -43,17 +42,10 @@ def test_the_manifests_are_what_kubernetes_and_tekton_take():
 
 
 def test_the_command_lines_exist_in_the_cli_and_do_what_the_examples_say():
-    cli = typer.main.get_command(app)
     for where, text in _scripts().items():
         builds = [args for args in _calls(text) if args[0] == "build"]
         assert len(builds) == 1, where
-        for args in _calls(text):
-            command = cli.commands.get(args[0])
-            assert command is not None, f"{where}: no command `imagebuilder {args[0]}`"
-            options = {opt for param in command.params for opt in param.opts}
-            for arg in args[1:]:
-                if arg.startswith("-"):
-                    assert arg in options, f"{where}: `{args[0]}` has no option {arg}"
+        check_calls([(where, args) for args in _calls(text)])
         build = builds[0]
         for option in ("--if-changed", "--cache-from", "--cache-to", "--cache-secret-file", "--push", "-o"):
             assert option in build, f"{where}: the build lacks {option}"
