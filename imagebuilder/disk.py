@@ -30,9 +30,11 @@ def probe(path: Path) -> tuple[str, int]:
     return facts["format"], int(facts["virtual-size"])
 
 
-def convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str, transfer: Transfer | None = None) -> None:
-    """Copy src into a new dst in dst_fmt, sparse, reporting progress as a percentage of the virtual size."""
-    argv = ["qemu-img", "convert", "-p", "-f", src_fmt, "-O", dst_fmt, str(src), str(dst)]
+def convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str, transfer: Transfer | None = None,
+            options: tuple[str, ...] = ()) -> None:
+    """Copy src into a new dst in dst_fmt, sparse, reporting progress as a percentage of the virtual size;
+    `options` go to qemu-img convert (such as -o subformat=streamOptimized)."""
+    argv = ["qemu-img", "convert", "-p", "-f", src_fmt, "-O", dst_fmt, *options, str(src), str(dst)]
     require(argv[0])
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None

@@ -14,13 +14,13 @@ from imagebuilder.recipe import Recipe
 from imagebuilder.sources.base import BaseImage
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file, read in chunks."""
-    hasher = hashlib.sha256()
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    """ALGO:HEX digest of a file (sha256 unless told), read in chunks."""
+    hasher = hashlib.new(algo)
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             hasher.update(chunk)
-    return f"sha256:{hasher.hexdigest()}"
+    return f"{algo}:{hasher.hexdigest()}"
 
 
 def state_dir() -> Path:

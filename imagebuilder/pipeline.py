@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder import accel as accelerator
-from imagebuilder import disk, files, manifest, rebuild, stages, versions
+from imagebuilder import disk, files, manifest, rebuild, sharedcache, stages, versions
 from imagebuilder.attest import records
 from imagebuilder.cache import Cache
 from imagebuilder.errors import BuildError, VirtError
 from imagebuilder.guest.customize import customize
 from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Recipe, Sign
+from imagebuilder.recipe import Base, Recipe, Sign
 from imagebuilder.run import run
-from imagebuilder.sources import bootstrap, local, template, url
+from imagebuilder.publish import Elsewhere, is_current
+from imagebuilder.sources import bootstrap, local, oci, template, url
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.undo import Undo
 from imagebuilder.virt import connection, domain, retention, storage
@@ -47,6 +48,10 @@ class BuildOptions:
     manifest_path: Path | None = None
     no_cache: bool = False
     sign: Sign | None = None  # --sign-key: instead of the recipe's [sign]
+    push: tuple[str, ...] = ()                 # --push: containerDisk refs, besides [[output.oci]]
+    cache_from: tuple[str, ...] = ()           # --cache-from: registries shared stage results come from
+    cache_to: str | None = None                # --cache-to: the registry they go to
+    cache_secret_file: Path | None = None      # the stage-key secret the sharing machines hold in common
 
 
 @dataclass
@@ -85,7 +90,9 @@ class _Build:
         self.pool_dir: Path | None = None
         self.outputs: list[dict[str, Any]] = []
         self.cache = Cache(options.cache_dir)
-        self.secret = stages.secret_for(self.cache.root)
+        self.shared = sharedcache.open_shared(recipe, options, self.cache, reporter)
+        self.secret = self.shared.secret if self.shared else stages.secret_for(self.cache.root)
+        self.elsewhere = Elsewhere(recipe, use_recipe=options.output_file is None, pushes=options.push)
         self.force = options.force
         self.stages: list[stages.Stage] = []
         self.versions: list[dict[str, Any]] = []  # every version of a versioned volume name, oldest first
@@ -126,7 +133,7 @@ class _Build:
         if accelerator.effective(accel) != accel:
             accel, why = accelerator.decide(self.options.accel)
         with self.reporter.stage("publish"):
-            self.publish(work)
+            self.publish(work, facts)
         for output in self.outputs:
             output["stamp"] = rebuild.stamp(output["path"]) if output.get("path") else None
         deployed = None
@@ -145,6 +152,8 @@ class _Build:
         if self.held is not None:
             document["held"] = self.held
         document["records"] = self.write_records(base, accel, path, earlier)
+        if self.shared:
+            document["shared_cache"] = self.shared.record()
         manifest.write(document, path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
@@ -152,8 +161,8 @@ class _Build:
     def replaces_own(self, earlier: dict[str, Any] | None) -> bool:
         """Whether the outputs in the way are the ones this recipe's earlier build made, untouched since
         (then a rebuild may replace them without --force; anything else still needs --force)."""
-        names = ("file", "volumes", "domain")
-        if not earlier or any((earlier.get("requested") or {}).get(k) != self.requested()[k] for k in names):
+        names = ("file", "volumes", "domain", "elsewhere")
+        if not earlier or any((earlier.get("requested") or {}).get(k) != self.requested().get(k) for k in names):
             return False
         return all(rebuild.stamp(o["path"]) == o.get("stamp") for o in earlier.get("outputs", [])
                    if o["type"] == "file")
@@ -180,10 +189,13 @@ class _Build:
         """The outputs this build is asked for, to tell whether an earlier build made the same ones:
         their names, and a digest of the [domain] settings (a changed domain is defined anew)."""
         spec = self.recipe.domain
-        return {"file": str(self.file_out) if self.file_out else None,
-                "volumes": [[h.uri, h.pool_name, h.template or h.volume] for h in self.hosts],
-                "domain": spec.name if spec else None,
-                "domain_settings": hashlib.sha256(repr(spec).encode()).hexdigest()[:16] if spec else None}
+        asked = {"file": str(self.file_out) if self.file_out else None,
+                 "volumes": [[h.uri, h.pool_name, h.template or h.volume] for h in self.hosts],
+                 "domain": spec.name if spec else None,
+                 "domain_settings": hashlib.sha256(repr(spec).encode()).hexdigest()[:16] if spec else None}
+        if self.elsewhere.requested():  # only then: earlier manifests without it still compare equal
+            asked["elsewhere"] = self.elsewhere.requested()
+        return asked
 
     def current(self, earlier: dict[str, Any] | None) -> dict[str, Any] | None:
         """The earlier manifest, if its outputs already hold what this build would make (no download,
@@ -195,7 +207,8 @@ class _Build:
             self.reporter.info("the base must be downloaded to know whether it changed")
             return None
         final = stages.plan(self.recipe, digest, self.secret)[-1].key
-        reason = rebuild.why_not_current(earlier, final, self.requested(), self._volume_exists, self._domain_exists)
+        reason = rebuild.why_not_current(earlier, final, self.requested(), self._volume_exists, self._domain_exists,
+                                         is_current)
         if reason:
             self.reporter.info(f"will build: {reason}")
             return None
@@ -222,6 +235,7 @@ class _Build:
         if self.file_out and self.file_out.exists() and not self.force:
             raise BuildError(f"output file {self.file_out} already exists (use --force to replace it)")
         libvirt_hosts.preflight(self.hosts, self.recipe, accel, self.force, self.resources, self.reporter)
+        self.elsewhere.preflight(self.force)
         self.pool_dir = next((host.local_dir for host in self.hosts if host.main), None)
 
     @cached_property
@@ -232,6 +246,18 @@ class _Build:
     def fetch(self) -> BaseImage:
         """The base image that identifying it found, from the cache when possible."""
         base, known = self.recipe.base, self.base_identity
+        entry = self.shared and known.digest and sharedcache.base_entry(base.kind, known.digest)
+        stage = stages.plan(self.recipe, known.digest, self.secret)[0] if entry else None
+        if entry:
+            self.shared.pull(stage, *entry)
+        fetched = self._fetch_base(base, known)
+        if entry and self.cache.lookup(*entry):
+            self.shared.push(stage, entry[0], self.cache.path(*entry))
+        return fetched
+
+    def _fetch_base(self, base: Base, known: rebuild.BaseIdentity) -> BaseImage:
+        if base.kind == "oci":
+            return oci.fetch(base.oci, known.digest, self.cache, self.reporter)
         if base.kind == "url":
             # The digest pins the download, so no checksum file is read again. It is None only for
             # checksum = "none" with no cached copy a 304 vouched for: then the fetch asks under its lock.
@@ -256,9 +282,14 @@ class _Build:
         work = where / f".{self.recipe.name}.{os.getpid()}.imagebuilder-part"
         self.undo.temporary(f"temporary image {work}", lambda: work.unlink(missing_ok=True))
         resume = None if self.options.no_cache else rebuild.resume_point(self.stages, self.cache)
+        if self.shared and not self.options.no_cache:  # a longer prefix another machine made
+            self.shared.pull_checkpoint(self.stages, resume)
+            resume = rebuild.resume_point(self.stages, self.cache)
         if resume is not None:
             saved = rebuild.checkpoint(self.cache, self.stages[resume])
             self.reporter.info(f"resuming from the cached result of {self.stages[resume].name}")
+            if self.shared:  # made before this machine shared its cache, perhaps: the others may lack it
+                self.shared.push(self.stages[resume], "stages", saved)
             disk.convert(saved, "qcow2", work, fmt, self.reporter.transfer(f"convert to {fmt}", disk.probe(saved)[1]))
             return work, False, resume - STEP_OFFSET
         if base.kind == "rootfs":
@@ -285,6 +316,8 @@ class _Build:
                     disk.convert(work, fmt, tmp, "qcow2")
                     self.cache.commit(tmp, "stages", rebuild.checkpoint(self.cache, stage).name)
                 self.reporter.info(f"checkpoint: kept the image after {stage.name} in the cache")
+                if self.shared:
+                    self.shared.push(stage, "stages", rebuild.checkpoint(self.cache, stage))
         return facts
 
     def read_contents(self, ctx: Any) -> None:
@@ -306,9 +339,9 @@ class _Build:
                            steps=[step.describe() for step in self.recipe.steps])
         return written
 
-    def publish(self, work: Path) -> None:
-        """Make the image visible under its final names: uploads to the hosts that need them (all
-        at once), the file, then the main volume by a rename in its pool."""
+    def publish(self, work: Path, facts: dict[str, str]) -> None:
+        """Make the image visible under its final names: registries, repositories and other formats, uploads
+        to the hosts that need them (all at once), the file, then the main volume by a rename in its pool."""
         fmt, force = self.recipe.disk.format, self.force
         if self.recipe.disk.compress:
             self.reporter.info("compressing the image (qcow2 compressed clusters)")
@@ -319,6 +352,8 @@ class _Build:
             number = retention.choose_names(self.hosts, self.versions, digest, when)
             self.versions.append(retention.record(self.hosts, number, digest, when))
             self.reporter.info(f"version {number}: {', '.join(h.volume for h in self.hosts if h.template)}")
+        earlier = (rebuild.previous(self.manifest_path()) or {}).get("outputs", [])
+        self.outputs += self.elsewhere.publish(work, fmt, digest, facts, earlier, force, self.undo, self.reporter)
         self.outputs += libvirt_hosts.upload_all(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
         if self.file_out:
             self.file_out.parent.mkdir(parents=True, exist_ok=True)
@@ -381,7 +416,7 @@ def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str,
                     **_version_plan(job, earlier)}
         chain = stages.plan(recipe, digest, job.secret)
         reason = None if options.no_cache else rebuild.why_not_current(
-            earlier, chain[-1].key, job.requested(), job._volume_exists, job._domain_exists)
+            earlier, chain[-1].key, job.requested(), job._volume_exists, job._domain_exists, is_current)
     if reason is None:
         return {"up_to_date": True, "reason": "the outputs hold this result",
                 "stages": [{"name": s.name, "status": "up to date", "why": ""} for s in chain]}

@@ -12,7 +12,7 @@ from typing import Any
 from imagebuilder.cache import Cache
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
-from imagebuilder.sources import bootstrap, local, template, url
+from imagebuilder.sources import bootstrap, local, oci, template, url
 from imagebuilder.stages import Stage
 
 
@@ -33,6 +33,8 @@ def identify_base(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseIdent
         return BaseIdentity(url.identify(base.url, check, cache, reporter))
     if base.kind == "path":
         return BaseIdentity(local.identify(base.path, cache))
+    if base.kind == "oci":
+        return BaseIdentity(oci.identify(base.oci, reporter))
     if base.kind == "template":
         chosen = template.identify(recipe, reporter)
         return BaseIdentity(chosen.checksum, chosen)
@@ -74,7 +76,7 @@ def previous(manifest_path: Path) -> dict[str, Any] | None:
 
 
 def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: Any,
-                    volume_exists, domain_exists) -> str | None:  # noqa: ANN001 - two lookups
+                    volume_exists, domain_exists, pushed_exists=None) -> str | None:  # noqa: ANN001 - lookups
     """None if the earlier build's outputs hold this build's result unchanged; else the reason."""
     if earlier is None:
         return "no earlier build"
@@ -88,6 +90,9 @@ def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: A
         if output["type"] == "file":
             if stamp(output["path"]) != output.get("stamp"):
                 return f"{output['path']} changed or is gone"
+        elif output["type"] == "oci":
+            if pushed_exists is None or not pushed_exists(output):
+                return f"{output['ref']} no longer names the image pushed"
         elif not volume_exists(output):
             return f"volume {output['pool']}/{output['volume']} is gone"
         elif output.get("alias") and _link(Path(output["path"]).with_name(output["alias"])) != \

@@ -9,8 +9,8 @@ PACKAGES=(
   qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs supermin linux-image-amd64
   libvirt-daemon-system libvirt-clients python3-libvirt libxml2-utils dnsmasq-base iptables
   mmdebstrap python3-venv ca-certificates ovmf gpg gpg-agent gpgconf xz-utils zstd e2fsprogs fdisk util-linux
-  systemd osinfo-db
-  openssh-server openssh-client  # the tests stand for a remote host reached as qemu+ssh:// with a local sshd
+  systemd osinfo-db skopeo
+  openssh-server openssh-client docker-registry  # the tests' stand-ins: a qemu+ssh:// host, a registry
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -14,7 +14,7 @@ import typer
 from imagebuilder import recipe
 from imagebuilder.cli.common import (AccelOpt, CacheDirOpt, NoInlineSecretsOpt, RecipeArg, StrictPathsOpt,
                                      check_output_file, exit_on_error, on_sigterm)
-from imagebuilder.errors import EXIT_BUILT
+from imagebuilder.errors import EXIT_BUILT, InputError
 from imagebuilder.progress import Reporter
 
 
@@ -54,6 +54,17 @@ def build(
                            "instead of the recipe's [sign] key.")] = None,
     sign_passphrase: Annotated[Optional[str], typer.Option(
         "--sign-passphrase", metavar="file:PATH|env:VAR", help="Where the --sign-key passphrase is read.")] = None,
+    push: Annotated[Optional[list[str]], typer.Option(
+        "--push", help="Also push the image as a KubeVirt containerDisk to this registry/repo:tag (repeatable).",
+        show_default=False)] = None,
+    cache_from: Annotated[Optional[list[str]], typer.Option(
+        "--cache-from", help="A registry repository to take cached stages from (repeatable).",
+        show_default=False)] = None,
+    cache_to: Annotated[Optional[str], typer.Option(
+        "--cache-to", help="A registry repository to store this build's cached stages in.")] = None,
+    cache_secret_file: Annotated[Optional[Path], typer.Option(
+        "--cache-secret-file", help="The stage-key secret that machines sharing a cache hold in common.",
+        envvar="IMAGEBUILDER_CACHE_SECRET_FILE")] = None,
 ) -> None:
     """Build the image a recipe describes, publish it, and define and boot its domain."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
@@ -65,7 +76,9 @@ def build(
         from imagebuilder.pipeline import BuildOptions, build as run_build
         options = BuildOptions(accel=accel, cache_dir=cache_dir, force=force, output_file=output,
                                keep_on_failure=keep_on_failure, manifest_path=manifest, no_cache=no_cache,
-                               sign=_sign_option(sign_key, sign_passphrase, loaded))
+                               sign=_sign_option(sign_key, sign_passphrase, loaded),
+
+                               **registry_options(push or [], cache_from or [], cache_to, cache_secret_file))
         result = run_build(loaded, options, reporter)
     if json_output:
         print(json.dumps({"event": "result", "manifest": str(result.manifest_path), "outputs": result.outputs,
@@ -98,6 +111,23 @@ def _sign_option(key: Optional[Path], passphrase: Optional[str], loaded: recipe.
     except ValueError as exc:
         raise InputError(f"--sign-passphrase: {exc}") from None
     return recipe.Sign(key=key.resolve(), passphrase=spec, builder=loaded.sign.builder if loaded.sign else None)
+
+
+def registry_options(push: list[str], cache_from: list[str], cache_to: str | None,
+                     secret: Path | None) -> dict:
+    """The registry options of build, checked: a bad reference exits 2 naming its option."""
+    from imagebuilder import registry
+    from imagebuilder.recipe.publish import check_oci_ref
+    checks = [("--push", ref, check_oci_ref) for ref in push] + \
+        [("--cache-from", ref, registry.check_repository) for ref in cache_from] + \
+        ([("--cache-to", cache_to, registry.check_repository)] if cache_to else [])
+    for option, value, check in checks:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise InputError(f"{option} {value}: {exc}") from None
+    return {"push": tuple(push), "cache_from": tuple(registry.check_repository(r) for r in cache_from),
+            "cache_to": registry.check_repository(cache_to) if cache_to else None, "cache_secret_file": secret}
 
 
 def _test(loaded: recipe.Recipe, image: Optional[Path], junit: Optional[Path], summary: Optional[Path],

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from imagebuilder import registry
 from imagebuilder.guest import args
 from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.model import Base, Bootstrap
@@ -16,7 +17,7 @@ from imagebuilder.sources.distros import distribution
 _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
 _DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 MIRROR_ENV = "IMAGEBUILDER_MIRROR"
-BASE_SOURCES = ("url", "path", "bootstrap", "template")
+BASE_SOURCES = ("url", "oci", "path", "bootstrap", "template")
 _TEMPLATE = re.compile(r"^[A-Za-z0-9._:-]+$")  # a virt-builder os-version (or alias; ':' in simplestreams ids)
 _ARCH = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -29,13 +30,13 @@ def parse_base(table: Table, ctx: ArgContext) -> Base:
             f"'{sources[0]}' and '{sources[1]}' exclude each other; keep one"
         raise table.error(sources[1] if len(sources) > 1 else None, problem)
     table.finish(_BASE_KEYS[sources[0]])  # an unknown (mistyped) key first: it explains what follows
-    base = {"url": _url_base, "path": _path_base, "bootstrap": _bootstrap_base,
+    base = {"url": _url_base, "oci": _oci_base, "path": _path_base, "bootstrap": _bootstrap_base,
             "template": _template_base}[sources[0]](table, ctx)
     table.finish()
     return base
 
 
-_BASE_KEYS = {"url": ("url", "checksum", "checksum_url", "signature_url", "keyring"), "path": ("path",),
+_BASE_KEYS = {"url": ("url", "checksum", "checksum_url", "signature_url", "keyring"), "oci": ("oci",), "path": ("path",),
               "bootstrap": ("bootstrap",), "template": ("template", "arch", "repo", "repo_key")}
 
 
@@ -89,6 +90,11 @@ def _check_relative_url(table: Table, key: str, url: str | None, ctx: ArgContext
     """A URL that may be relative to the image's URL (checksum_url, signature_url)."""
     if url is not None and "://" in url:
         _check_url(table, key, url, ctx)
+
+
+def _oci_base(table: Table, _ctx: ArgContext) -> Base:
+    """A KubeVirt containerDisk in a registry: pinned by digest, or a tag resolved at every build."""
+    return Base(oci=str(table.convert("oci", str, registry.parse_reference)))
 
 
 def _path_base(table: Table, ctx: ArgContext) -> Base:

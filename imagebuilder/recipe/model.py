@@ -23,9 +23,10 @@ class Bootstrap:
 
 @dataclass(frozen=True)
 class Base:
-    """Where the base image comes from: exactly one of url, path, bootstrap, template."""
+    """Where the base image comes from: exactly one of url, oci, path, bootstrap, template."""
 
     url: str | None = None
+    oci: str | None = None             # a KubeVirt containerDisk: registry/repo:tag and/or @sha256:…
     checksum: str | None = None
     checksum_url: str | None = None
     signature_url: str | None = None
@@ -39,7 +40,9 @@ class Base:
 
     @property
     def kind(self) -> str:
-        """'url', 'path', 'template' or 'bootstrap'."""
+        """'url', 'oci', 'path', 'template' or 'bootstrap'."""
+        if self.oci:
+            return "oci"
         return "url" if self.url else "path" if self.path else "template" if self.template else "bootstrap"
 
 
@@ -94,6 +97,37 @@ class Target:
 
 
 @dataclass(frozen=True)
+class OciOutput:
+    """[[output.oci]]: a KubeVirt containerDisk pushed to a registry."""
+
+    ref: str                   # registry/repo:tag, the tag may have placeholders ({date}, {n}, …)
+    compression: str = "gzip"  # of the layer: gzip, zstd or none
+
+
+@dataclass(frozen=True)
+class RepoOutput:
+    """[[output.repo]]: a virt-builder repository (a directory) that gets the image and its index entry."""
+
+    path: Path
+    name: str                    # the template's name in the index (os-version)
+    title: str | None = None     # the index's name= (default: the OS inspection found)
+    key: str | None = None       # the GPG key (id, fingerprint or e-mail) that clearsigns index.asc
+    gnupghome: Path | None = None
+    osinfo: str | None = None
+    notes: str | None = None
+    arch: str = "x86_64"
+    xz_level: int = 6
+
+
+@dataclass(frozen=True)
+class FileOutput:
+    """[[output.files]]: the image in another format, for other hypervisors (vmdk, vhd, vhdx, ova, …)."""
+
+    path: Path
+    format: str
+
+
+@dataclass(frozen=True)
 class Output:
     """Where the image goes: a libvirt pool volume, a local file, or both; plus further targets."""
 
@@ -105,6 +139,9 @@ class Output:
     targets: tuple[Target, ...] = ()
     alias: str | None = None  # with a template: the stable name that points at the newest version
     keep: int | None = None  # with a template: how many versions to keep (None: all)
+    oci: tuple[OciOutput, ...] = ()
+    repos: tuple[RepoOutput, ...] = ()
+    files: tuple[FileOutput, ...] = ()
 
     @property
     def current(self) -> str:
@@ -203,6 +240,15 @@ class Sign:
 
 
 @dataclass(frozen=True)
+class SharedCacheSettings:
+    """[cache]: registries that share stage results between machines, and the key secret they share."""
+
+    sources: tuple[str, ...] = ()
+    target: str | None = None
+    secret_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe."""
 
@@ -221,6 +267,7 @@ class Recipe:
     cloud_init: CloudInit | None = None
     sign: Sign | None = None
     tree_digest: bool = False   # [reproducible] tree_digest: record the file tree's digest
+    cache: SharedCacheSettings = SharedCacheSettings()
 
     @property
     def base_dir(self) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 from imagebuilder import units, versions
 from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.model import FORMATS, Disk, Output, Target
+from imagebuilder.recipe.publish import parse_publish
 from imagebuilder.recipe.tables import Table, check_name, check_volume
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -35,8 +36,9 @@ def parse_output(table: Table | None, name: str, fmt: str, ctx: ArgContext) -> O
     volume = table.convert("volume", str, _check_volume_template, f"{name}.{fmt}")
     targets = tuple(_target(item, volume) for item in table.tables("targets"))
     versioned = versions.is_template(volume)
+    elsewhere = parse_publish(table, name, ctx)  # registries, virt-builder repositories, other formats
     output = Output(
-        libvirt=bool(libvirt_keys) or path is None,
+        libvirt=bool(libvirt_keys) or (path is None and not any(elsewhere.values())),
         uri=table.convert("uri", str, _check_uri, "qemu:///system"),
         pool=table.convert("pool", str, check_name, "default"),
         volume=volume,
@@ -44,6 +46,7 @@ def parse_output(table: Table | None, name: str, fmt: str, ctx: ArgContext) -> O
         targets=targets,
         alias=_alias(table, volume, f"{name}.{fmt}") if versioned else None,
         keep=table.get("keep", int),
+        **elsewhere,
     )
     for key in ("alias", "keep"):
         if key in table.data and not versioned:

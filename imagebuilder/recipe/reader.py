@@ -17,6 +17,7 @@ from imagebuilder.recipe.domain import parse_domain
 from imagebuilder.recipe.fleet import parse_fleet
 from imagebuilder.recipe.model import Recipe
 from imagebuilder.recipe.output import parse_disk, parse_output
+from imagebuilder.recipe.publish import parse_cache
 from imagebuilder.recipe.reproducible import parse_reproducible
 from imagebuilder.recipe.sign import parse_sign
 from imagebuilder.recipe.steps import parse_network, parse_steps, parse_sysprep
@@ -53,7 +54,7 @@ def load(file: str | Path, *, strict_paths: bool = False, inline_secrets: bool =
 def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool, inline_secrets: bool) -> Recipe:
     top = Table(loader, data, ())
     top.finish(("image", "base", "disk", "steps", "customize", "sysprep", "output", "domain", "tests",
-                "machines", "fleet", "cloud_init", "sign", "reproducible"))
+                "machines", "fleet", "cloud_init", "sign", "reproducible", "cache"))
     base_dir = loader.file.resolve().parent
     ctx = ArgContext(base_dir, loader.file, root=base_dir if strict_paths else None, inline_secrets=inline_secrets)
     image = top.table("image", required=True)
@@ -70,7 +71,8 @@ def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool
     machines = parse_fleet(top, loader, domain, name, output)
     if machines:
         domain = None  # [domain] is the machines' template; the golden image itself is never booted
-    if domain and not output.libvirt and not any(t.domain for t in output.targets):
+    ova = any(item.format == "ova" for item in output.files)  # an OVA describes the machine from [domain]
+    if domain and not output.libvirt and not ova and not any(t.domain for t in output.targets):
         raise loader.error(("domain",), "a domain needs the image in a libvirt pool, but [output] names only a file")
     for index, target in enumerate(output.targets):
         if target.domain and not domain:
@@ -84,4 +86,4 @@ def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool
     sign = parse_sign(top.table("sign"), ctx)
     return Recipe(loader.file, digest, name, base, disk, tuple(steps), sysprep_ops, output, domain, needs_network,
                   tests, machines=machines, cloud_init=cloud_init, sign=sign,
-                  tree_digest=parse_reproducible(top.table("reproducible")))
+                  tree_digest=parse_reproducible(top.table("reproducible")), cache=parse_cache(top.table("cache"), ctx))

@@ -212,3 +212,12 @@ def launch_counter(tmp_path, qemu_logger):
         return sum(" -kernel " in line and "appliance.d" in line for line in lines)  # not the KVM probe's boot
 
     return {"LIBGUESTFS_HV": str(qemu_logger), "IBTEST_QEMU_LOG": str(log)}, count
+
+
+@pytest.fixture(scope="session")
+def local_registry():
+    """Debian's docker-registry on 127.0.0.1 (see tests/integration/registry.py): a user and password
+    that reach skopeo only through REGISTRY_AUTH_FILE; stopped at the end of the session."""
+    from tests.integration.registry import LocalRegistry
+    with LocalRegistry() as registry:
+        yield registry

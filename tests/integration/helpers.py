@@ -27,3 +27,10 @@ def sbom_packages(path: Path) -> set[tuple[str, str]]:
     data = json.loads(path.read_text())
     return {(f"{c['name']}:{c['purl'].split('arch=')[1].split('&')[0]}", c["version"])
             for c in data["components"] if c.get("purl")}
+
+
+def peer_libguestfs_env() -> dict[str, str]:
+    """Environment for libguestfs's own tools (virt-customize, virt-builder): they have no boot
+    watchdog, so they run under TCG wherever imagebuilder's verdict says KVM does not work."""
+    from imagebuilder import accel
+    return {"LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"} if accel.choose("auto") == "tcg" else {}

@@ -20,6 +20,7 @@ import guestfs
 import pytest
 
 from tests.integration.conftest import run_cli
+from tests.integration.helpers import peer_libguestfs_env
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -145,7 +146,7 @@ def _both_ways(project, commands: str, base_image, cache_dir):
     assert built.returncode == 0, built.stderr[-4000:]
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base_image), "-F", "qcow2", str(theirs)],
                    check=True)
-    env = {**os.environ, "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
+    env = {**os.environ, **peer_libguestfs_env()}
     proc = subprocess.run(["virt-customize", "-a", str(theirs), "--commands-from-file", commands], cwd=project,
                           env=env, capture_output=True, text=True, timeout=1500, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-4000:]
