@@ -61,7 +61,7 @@ def _user() -> str:
 
 
 def _descriptor(artifact: Artifact) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": artifact.name, "digest": {"sha256": digest_hex(artifact.sha256)}}
+    entry: dict[str, Any] = {"name": artifact.name, "digest": {artifact.algorithm: digest_hex(artifact.sha256)}}
     if artifact.location:
         entry["uri"] = artifact.location
     if artifact.role:

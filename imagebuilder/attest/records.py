@@ -59,7 +59,7 @@ def paths(manifest_path: Path, version: int | None) -> dict[str, Path]:
 def inputs(recipe: Recipe, base: BaseImage) -> tuple[list[Artifact], list[str]]:
     """The build's inputs with their digests (recipe, base, host files) and the secret host files, by name."""
     found = [Artifact("recipe", recipe.file.name, recipe.digest, str(recipe.file)),
-             Artifact("base", _base_name(base), digest_hex(base.digest), base.source)]
+             Artifact.of("base", _base_name(base), base.digest, base.source)]
     secret: list[str] = []
     seen: set[str] = set()
     for step in recipe.steps:

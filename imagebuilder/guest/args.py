@@ -107,7 +107,11 @@ def host_path(value: Any, ctx: ArgContext, want_dir: bool | None = False, secret
     It must exist; it is recorded in ctx.host_files with its content digest.
     """
     raw = text(value)
-    path = ctx.inside(raw, (ctx.base_dir / Path(raw).expanduser()).resolve())
+    try:
+        expanded = Path(raw).expanduser()
+    except RuntimeError:  # ~user of a user this host does not have
+        raise ValueError(f"host path '{raw}': no such user's home directory") from None
+    path = ctx.inside(raw, (ctx.base_dir / expanded).resolve())
     if not path.exists():
         raise ValueError(f"host file '{raw}' does not exist (looked for {path})")
     if want_dir is False and not path.is_file():

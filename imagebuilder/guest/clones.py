@@ -26,7 +26,7 @@ from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.customize import in_order, relabels, selinux_relabel
 from imagebuilder.guest.inspect import inspect_and_mount
 from imagebuilder.guest.ops import REGISTRY
-from imagebuilder.guest.session import Drive, GuestSession
+from imagebuilder.guest.session import Drive, GuestSession, label
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Step
 
@@ -55,7 +55,7 @@ def personalize(clones: list[CloneDisk], accel: str, reporter: Reporter, network
     names = ", ".join(clone.name for clone in clones)
     reporter.info(f"personalizing {names} in one libguestfs appliance ({accel}{', network on' if network else ''})")
     try:
-        drives = [Drive(clone.path, "qcow2", f"clone{index}") for index, clone in enumerate(clones, 1)]
+        drives = [Drive(clone.path, "qcow2", label("clone", index)) for index, clone in enumerate(clones, 1)]
         with GuestSession(drives, accel, network, say=reporter.info) as g:
             devices = g.list_devices()
             layout, facts = _layout(g, devices)

@@ -22,7 +22,16 @@ from imagebuilder.guest.launch import LaunchWatch, qemu_children
 log = logging.getLogger(__name__)
 
 
-IMAGE = "image"  # the label of the disk being built; others are labelled too (clone1, …)
+IMAGE = "image"  # the label of the disk being built; others are labelled too (clonea, cloneb, …)
+
+
+def label(prefix: str, index: int) -> str:
+    """A drive label for the index-th of several disks (from 1): libguestfs takes letters only."""
+    letters = ""
+    while index > 0:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return prefix + letters
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from imagebuilder.errors import GuestError, InputError
 from imagebuilder.guest.inventory import read_packages
-from imagebuilder.guest.session import Drive, GuestSession
+from imagebuilder.guest.session import Drive, GuestSession, label
 from imagebuilder.sbom.model import OperatingSystem, Package
 
 
@@ -28,7 +28,7 @@ class Snapshot:
 
 def read_images(images: list[Path], fmt: str, accel: str, file_dirs: tuple[str, ...] = ()) -> list[Snapshot]:
     """A snapshot of each image (all of one format), all read in a single read-only launch."""
-    drives = [Drive(image, fmt, f"image{index}", readonly=True) for index, image in enumerate(images, 1)]
+    drives = [Drive(image, fmt, label("image", index), readonly=True) for index, image in enumerate(images, 1)]
     with GuestSession(drives, accel, network=False) as g:
         roots = g.inspect_os()
         disks = [g.device(drive.label) for drive in drives]

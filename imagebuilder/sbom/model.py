@@ -57,12 +57,19 @@ class OperatingSystem:
 
 @dataclass(frozen=True)
 class Artifact:
-    """An input or output file named by its sha256: the image, the base, the recipe, a host file."""
+    """An input or output file named by its digest: the image, the base, the recipe, a host file."""
 
     role: str          # image, base, recipe, host-file
     name: str
-    sha256: str        # hex, without "sha256:"
+    sha256: str        # hex of the digest, without "ALGORITHM:" (a sha256 but for a base by another hash)
     location: str = ""  # where it came from (a URL, a path)
+    algorithm: str = "sha256"  # sha256, or sha512 for a virt-builder template's base
+
+    @staticmethod
+    def of(role: str, name: str, digest: str, location: str = "") -> Artifact:
+        """An artifact from an 'ALGORITHM:HEX' digest (or a bare sha256 HEX)."""
+        algorithm, _, hex_digest = digest.rpartition(":")
+        return Artifact(role, name, hex_digest, location, algorithm or "sha256")
 
 
 @dataclass
@@ -111,5 +118,5 @@ def build_time(now: datetime) -> datetime:
 
 
 def digest_hex(digest: str) -> str:
-    """'sha256:HEX' or 'HEX' as HEX."""
-    return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
+    """'ALGORITHM:HEX' or 'HEX' as HEX."""
+    return digest.rpartition(":")[2]

@@ -22,7 +22,7 @@ import pytest
 
 from imagebuilder.virt.connection import connect
 from imagebuilder.virt.storage import create_dir_pool, remove_pool
-from tests.integration.helpers import unique
+from tests.integration.helpers import appliance_launches, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_HOME = Path(os.environ.get("IMAGEBUILDER_TEST_HOME", "/var/tmp/imagebuilder-tests"))
@@ -208,8 +208,7 @@ def launch_counter(tmp_path, qemu_logger):
     log = tmp_path / "qemu.log"
 
     def count() -> int:
-        lines = log.read_text().splitlines() if log.exists() else []
-        return sum(" -kernel " in line and "appliance.d" in line for line in lines)  # not the KVM probe's boot
+        return len(appliance_launches(log))
 
     return {"LIBGUESTFS_HV": str(qemu_logger), "IBTEST_QEMU_LOG": str(log)}, count
 

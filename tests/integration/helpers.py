@@ -34,3 +34,9 @@ def peer_libguestfs_env() -> dict[str, str]:
     watchdog, so they run under TCG wherever imagebuilder's verdict says KVM does not work."""
     from imagebuilder import accel
     return {"LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"} if accel.choose("auto") == "tcg" else {}
+
+
+def appliance_launches(log: Path) -> list[str]:
+    """The arguments of each appliance qemu a qemu_logger log shows (not the KVM probe's kernel boot)."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [args for args in lines if " -kernel " in args and "appliance.d" in args]

@@ -63,7 +63,8 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         listed = guest_run(dom, "dpkg-query", "-W", "-f=${db:Status-Abbrev}|${Package}:${Architecture}|${Version}\n")
         installed = {(name, version) for status, name, version in (line.split("|") for line in listed.splitlines())
                      if status.strip() == "ii"}
-        assert sbom_packages(next(tmp_path.glob(f"{name}-*.cdx.json"))) == installed
+        sbom = Path(json.loads(manifest_file.read_text())["records"]["cyclonedx"]["path"])
+        assert sbom.parent == tmp_path and sbom_packages(sbom) == installed
         document = json.loads(manifest_file.read_text())
         volume = document["outputs"][0]
         assert re.fullmatch(rf"{name}-\d{{8}}-1\.qcow2", volume["volume"]) and volume["alias"] == f"{name}.qcow2"

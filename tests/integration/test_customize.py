@@ -28,7 +28,7 @@ from imagebuilder.errors import VirtError
 from imagebuilder.guest import firstboot, ops
 from imagebuilder.virt.wait import agent_exec, read_serial_tail, wait_for_agent, wait_for_boot
 from tests.integration.conftest import URI, run_cli
-from tests.integration.helpers import unique
+from tests.integration.helpers import appliance_launches, unique
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -134,6 +134,8 @@ commands_from_file = "legacy.cmds"
 [[steps]]
 selinux_relabel = true
 [[steps]]
+no_selinux_relabel = true
+[[steps]]
 no_logfile = true
 [[steps]]
 write = "/var/log/ibtest.log:old log"
@@ -200,23 +202,18 @@ def _project(root: Path, base: Path, output: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, workdir, base_image, cache_dir):
+def built(tmp_path_factory, workdir, base_image, cache_dir, qemu_logger):
     """The every-operation build: (recipe, output image, CompletedProcess, appliance launches)."""
     root = tmp_path_factory.mktemp("everyop")
     output = workdir / "everyop.qcow2"
     recipe = _project(root, base_image, output)
-    launches = root / "launches.log"
-    wrapper = root / "qemu-wrapper"
-    wrapper.write_text("#!/bin/sh\n"
-                       f"case \" $* \" in *\" -kernel \"*) echo launch >> {launches} ;; esac\n"
-                       f"exec {shutil.which('qemu-system-x86_64')} \"$@\"\n")
-    wrapper.chmod(0o755)
+    log = root / "qemu.log"
     # --no-cache: a cold build, and one appliance launch (with the cache, long steps are checkpointed)
     proc = run_cli("build", str(recipe), "--cache-dir", str(cache_dir), "--no-cache",
-                   env={"LIBGUESTFS_HV": str(wrapper)})
+                   env={"LIBGUESTFS_HV": str(qemu_logger), "IBTEST_QEMU_LOG": str(log)})
     assert proc.returncode == 0, proc.stderr[-5000:]
     output.chmod(0o644)
-    return recipe, output, proc, len(launches.read_text().splitlines())
+    return recipe, output, proc, len(appliance_launches(log))
 
 
 def test_every_operation_is_in_the_recipe():

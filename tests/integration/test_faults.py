@@ -37,7 +37,7 @@ from imagebuilder.virt.connection import connect
 from imagebuilder.virt.domain import remove_domain
 from imagebuilder.virt.storage import create_dir_pool, remove_pool
 from tests.integration.conftest import ROOT
-from tests.integration.helpers import sha256, unique
+from tests.integration.helpers import appliance_launches, sha256, unique
 from tests.integration.httpserver import FileServer
 from tests.integration.loopback import LoopbackLibvirtd, make_pool_dir
 from tests.integration.tcpproxy import HoldingProxy
@@ -197,11 +197,6 @@ def sandbox(tmp_path, qemu_logger):
            "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"), "LIBGUESTFS_HV": str(qemu_logger),
            "IBTEST_QEMU_LOG": str(log), "XDG_STATE_HOME": str(tmp_path / "state")}
     return env, log
-
-
-def appliance_launches(log: Path) -> list[str]:
-    """The arguments of each appliance qemu the log shows (not the KVM probe's kernel boot)."""
-    return [args for args in log.read_text().splitlines() if " -kernel " in args and "appliance.d" in args]
 
 
 @contextmanager

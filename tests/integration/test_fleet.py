@@ -20,7 +20,7 @@ import libvirt_qemu
 import pytest
 
 from imagebuilder import accel
-from imagebuilder.guest.session import Drive, GuestSession
+from imagebuilder.guest.session import Drive, GuestSession, label
 from imagebuilder.virt.clone import backing_path, cdrom_volumes, labels
 from imagebuilder.virt.domain import domain_exists, remove_domain
 from imagebuilder.virt.wait import agent_exec
@@ -55,8 +55,12 @@ name = "{prefix}-{{n}}"
 """
 
 
-def host_name(dom: libvirt.virDomain) -> str:
-    reply = libvirt_qemu.qemuAgentCommand(dom, '{"execute":"guest-get-host-name"}', 30, 0)
+def host_name(dom: libvirt.virDomain) -> str | None:
+    """The guest's host name through its agent; None while the agent does not answer yet."""
+    try:
+        reply = libvirt_qemu.qemuAgentCommand(dom, '{"execute":"guest-get-host-name"}', 30, 0)
+    except libvirt.libvirtError:
+        return None
     return json.loads(reply)["return"]["host-name"]
 
 
@@ -156,11 +160,11 @@ def test_three_clones_boot_with_their_own_identity(tmp_path, conn, pool, base_im
     assert err.count("in one libguestfs appliance") == 1
     assert sha256(Path(gold.path())) == before
     pool.refresh(0)
-    drives = [Drive(Path(pool.storageVolLookupByName(f"{c}.qcow2").path()), "qcow2", f"clone{n}", readonly=True)
+    drives = [Drive(Path(pool.storageVolLookupByName(f"{c}.qcow2").path()), "qcow2", label("clone", n), readonly=True)
               for n, c in enumerate(clones, 1)]
     with GuestSession(drives, accel.choose("auto"), False) as g:
-        for number, clone in enumerate(clones, 1):
-            g.mount_ro(f"{g.device(f'clone{number}')}", "/")
+        for drive, clone in zip(drives, clones):
+            g.mount_ro(g.device(drive.label), "/")
             assert g.cat("/etc/role") == f"{clone} was here"
             assert g.cat("/etc/hostname").strip() == clone
             assert g.cat("/etc/machine-id") == "" and not g.glob_expand("/etc/ssh/ssh_host_*")

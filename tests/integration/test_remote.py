@@ -228,7 +228,9 @@ memory = "64M"
 agent = false
 wait = "none"
 start = {start}
-"""
+[[domain.interfaces]]
+network = "default"
+{second_nic}"""
 
 
 def test_default_network_is_created_when_missing_and_removed_on_failure_customize_stubbed(monkeypatch, tmp_path):
@@ -243,9 +245,11 @@ def test_default_network_is_created_when_missing_and_removed_on_failure_customiz
         try:
             recipe_file = tmp_path / "net.toml"
             for start in ("true", "false"):
+                # to fail at start: a second NIC on a host bridge that does not exist
+                second_nic = '[[domain.interfaces]]\nbridge = "ibtnobr0"\n' if start == "true" else ""
                 recipe_file.write_text(NETWORK_RECIPE.format(name=name, image=image, uri=daemon.uri,
-                                                             pool=pool.name(), start=start))
-                if start == "true":  # this daemon runs no virtlogd, so starting a domain fails
+                                                             pool=pool.name(), start=start, second_nic=second_nic))
+                if start == "true":
                     with pytest.raises(VirtError, match=f"cannot start domain {name}") as caught:
                         build_customize_stubbed(monkeypatch, recipe_file)
                     assert "created and started the network 'default'" in caught.value.progress

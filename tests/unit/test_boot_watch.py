@@ -77,3 +77,9 @@ def test_launch_watch_skips_what_comes_before_qemu_and_its_command_line():
     assert watch.last_words() == "nothing"
     feed(watch, "SeaBIOS (version 1.16)\r\n", [])
     assert watch.last_words() == "SeaBIOS (version 1.16)"
+
+
+def test_drive_labels_are_letters_only():
+    from imagebuilder.guest.session import label
+    assert [label("clone", n) for n in (1, 2, 26, 27, 52, 53)] == ["clonea", "cloneb", "clonez", "cloneaa", "cloneaz",
+                                                                     "cloneba"]

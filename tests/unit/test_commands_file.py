@@ -226,3 +226,10 @@ def test_convert_reports_errors_with_exit_2(tmp_path):
     assert result.exit_code == 2 and f"{path}:2: unknown command 'frobnicate'" in result.output
     result = CliRunner().invoke(app, ["convert", str(path), "--base", "http://x/y.qcow2"])
     assert result.exit_code == 2 and "--checksum" in result.output
+
+
+def test_a_home_directory_of_no_user_is_a_clear_error(tmp_path):
+    """Found by hypothesis: `run ~0` named the home directory of a user "0", and the parser crashed."""
+    from imagebuilder.guest.args import ArgContext, host_path
+    with pytest.raises(ValueError, match="host path '~0': no such user's home directory"):
+        host_path("~0", ArgContext(tmp_path))

@@ -211,3 +211,20 @@ def test_an_image_without_a_package_database_gets_an_sbom_without_packages():
     assert contents.packages == [] and contents.os.distro == "debian"
     assert said == ["the SBOM lists no packages: its package database cannot be read (inspect_list_applications2: "
                     "filesize: /var/lib/dpkg/status: No such file or directory)"]
+
+
+def test_a_base_known_by_its_sha512_keeps_that_hash(tmp_path):
+    """A virt-builder template is identified by its checksum[sha512]: both documents name the base by
+    that hash, and stay valid."""
+    made = inventory()
+    made.inputs[1] = Artifact.of("base", "debian-12.xz", "sha512:" + "e" * 128, "http://127.0.0.1:8000/index")
+    spdx.write(made, tmp_path / "web.spdx.json")
+    cyclonedx.write(made, tmp_path / "web.cdx.json")
+    assert validate_full_spdx_document(parse_file(str(tmp_path / "web.spdx.json"))) == []
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str((tmp_path / "web.cdx.json").read_text()) is None
+    base = next(p for p in json.loads((tmp_path / "web.spdx.json").read_text())["packages"]
+                if p["name"] == "debian-12.xz")
+    assert base["checksums"] == [{"algorithm": "SHA512", "checksumValue": "e" * 128}]
+    component = next(c for c in json.loads((tmp_path / "web.cdx.json").read_text())["components"]
+                     if c["name"] == "debian-12.xz")
+    assert component["hashes"] == [{"alg": "SHA-512", "content": "e" * 128}]
