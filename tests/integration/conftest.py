@@ -61,7 +61,7 @@ def cache_dir() -> Path:
 def base_image(cache_dir) -> Path:
     """A bootable Debian 12 qcow2 made by `imagebuilder build` from tests/integration/recipes/base.toml."""
     recipe = ROOT / "tests" / "integration" / "recipes" / "base.toml"
-    target = TEST_HOME / f"base-{_base_image_key(recipe)}.qcow2"
+    target = TEST_HOME / f"base-{image_key(recipe)}.qcow2"
     if not target.exists():
         proc = run_cli("build", str(recipe), "--output", str(target), "--cache-dir", str(cache_dir),
                        "--manifest", str(target.with_suffix(".manifest.json")), timeout=840)
@@ -70,9 +70,10 @@ def base_image(cache_dir) -> Path:
     return target
 
 
-def _base_image_key(recipe: Path) -> str:
-    """Everything that shapes the base image: its recipe, all of imagebuilder's code, and the versions of
-    the tools that make it (an image an older version of any of them made is not reused)."""
+def image_key(recipe: Path) -> str:
+    """Everything that shapes an image the tests build once and keep (the base image, the cloud-init
+    one): its recipe, all of imagebuilder's code, and the versions of the tools that make it (an image
+    an older version of any of them made is not reused)."""
     inputs = hashlib.sha256(recipe.read_bytes())
     for module in sorted((ROOT / "imagebuilder").rglob("*.py")):
         inputs.update(str(module.relative_to(ROOT)).encode() + b"\0" + module.read_bytes())

@@ -1,4 +1,4 @@
-"""Versioned volumes (real builds into a throwaway pool): each build makes a new version, the alias
+"""Versioned volumes (real builds of the tiny guest into a throwaway pool): each build makes a new version, the alias
 names the newest and the domain's disk uses it, and versions beyond `keep` are deleted, except
 ones this tool did not make, something still uses, or the alias is held at (a rollback)."""
 
@@ -45,8 +45,10 @@ start = false
 """
 
 
-def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool_dir, launch_counter, remote_uri,
+def test_versions_beyond_keep_are_deleted(tmp_path, echo_tiny, conn, pool, pool_dir, launch_counter, remote_uri,
                                           remote_pool):
+    """Five real builds of the tiny guest (a Debian 12 to inspection): versions are about names and
+    volumes, not about what a distribution holds."""
     env, launches = launch_counter
     env = {**env, "XDG_STATE_HOME": str(tmp_path / "state")}
     name = unique("ver")
@@ -56,7 +58,7 @@ def test_versions_beyond_keep_are_deleted(tmp_path, base_image, conn, pool, pool
     (pool_dir / stranger).write_bytes(b"someone else's")
 
     def write(version: str) -> None:
-        recipe.write_text(RECIPE.format(name=name, base=base_image, pool=pool.name(), version=version,
+        recipe.write_text(RECIPE.format(name=name, base=echo_tiny, pool=pool.name(), version=version,
                                         remote=remote_uri, remote_pool=remote_pool.name()))
 
     def build(version: str):
