@@ -94,6 +94,10 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         assert json.loads((tmp_path / "s.json").read_text())["failed"] == 1
         assert dom.isActive() and [d.name() for d in conn.listAllDomains() if d.name().startswith(name)] == [name]
         assert list(scratch.iterdir()) == [], "the copy of the disk is gone"
+
+        stopped = run_cli("vm", "stop", name, "--method", "any", "--timeout", "5m", "--connect", "qemu:///system")
+        assert stopped.returncode == 0 and stopped.stdout.strip() == f"stopped {name}", stopped.stderr
+        assert not dom.isActive()
     finally:
         remove_domain(conn, name)
         pool.refresh(0)

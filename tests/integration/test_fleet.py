@@ -162,8 +162,9 @@ def test_three_clones_boot_with_their_own_identity(tmp_path, conn, pool, base_im
     drives = [Drive(Path(pool.storageVolLookupByName(f"{c}.qcow2").path()), "qcow2", label("clone", n), readonly=True)
               for n, c in enumerate(clones, 1)]
     with GuestSession(drives, accel.choose("auto"), False) as g:
+        roots = g.inspect_os()
         for drive, clone in zip(drives, clones):
-            g.mount_ro(g.device(drive.label), "/")
+            g.mount_ro(next(root for root in roots if g.part_to_dev(root) == g.device(drive.label)), "/")
             assert g.cat("/etc/role") == f"{clone} was here"
             assert g.cat("/etc/hostname").strip() == clone
             assert g.cat("/etc/machine-id") == "" and not g.glob_expand("/etc/ssh/ssh_host_*")

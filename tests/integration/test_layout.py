@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -53,11 +55,14 @@ def test_layout_lands_on_the_image_when_another_disk_comes_first(base_image, cac
     name = unique("layout")
     pool.refresh(0)
     spec = DomainSpec(name=name, memory_bytes=1 << 30, vcpus=1, disks=(DiskSpec(pool.name(), image.name),),
-                      accel=chosen, serial_log=serial_log_path(name))
+                      accel=chosen, serial_log=serial_log_path(name), graphics="spice", video="qxl")
     dom = conn.createXML(domain_xml(spec), 0)
     try:  # GRUB (from the image's own disk) starts the kernel, which mounts the root and runs systemd
         wait_for_serial(dom, "Welcome to Debian", 600, SerialLog(spec.serial_log))
         assert re.search(r"EXT4-fs \(vda3\): mounted filesystem", SerialLog(spec.serial_log).text())
+        graphics = ET.fromstring(dom.XMLDesc(0)).find("devices/graphics")  # and a SPICE display listens
+        assert (graphics.get("type"), graphics.get("listen")) == ("spice", "127.0.0.1")
+        socket.create_connection(("127.0.0.1", int(graphics.get("port"))), timeout=30).close()
     finally:
         dom.destroy()
         Path(spec.serial_log).unlink(missing_ok=True)
