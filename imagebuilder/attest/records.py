@@ -69,8 +69,7 @@ def inputs(recipe: Recipe, base: BaseImage) -> tuple[list[Artifact], list[str]]:
                 continue
             seen.add(where)
             if host_file.digest:
-                found.append(Artifact("host-file", _relative(host_file.path, recipe), digest_hex(host_file.digest),
-                                      where))
+                found.append(Artifact.of("host-file", _relative(host_file.path, recipe), host_file.digest, where))
             else:
                 secret.append(_relative(host_file.path, recipe))
     return found, secret
@@ -142,7 +141,7 @@ def subjects(image: Artifact, outputs: list[dict[str, Any]]) -> list[Artifact]:
     found = [image]
     for output in outputs:
         name = Path(output["path"]).name if output["type"] == "file" else f"{output['pool']}/{output['volume']}"
-        found.append(Artifact(output["type"], name, digest_hex(output["digest"]), output.get("uri", "")))
+        found.append(Artifact.of(output["type"], name, output["digest"], output.get("uri", "")))
     unique: dict[str, Artifact] = {}
     for artifact in found:
         unique.setdefault(artifact.name, artifact)
@@ -151,7 +150,7 @@ def subjects(image: Artifact, outputs: list[dict[str, Any]]) -> list[Artifact]:
 
 def _image(recipe: Recipe, outputs: list[dict[str, Any]]) -> Artifact:
     digest = outputs[0]["digest"] if outputs else "sha256:" + "0" * 64
-    return Artifact("image", f"{recipe.name}.{recipe.disk.format}", digest_hex(digest))
+    return Artifact.of("image", f"{recipe.name}.{recipe.disk.format}", digest)
 
 
 def _file_entry(path: Path) -> dict[str, str]:

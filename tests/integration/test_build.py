@@ -78,7 +78,10 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         junit = tmp_path / "demo.junit.xml"
         scratch = tmp_path / "tmp"
         scratch.mkdir()
-        passed = run_cli("test", str(recipe_file), "--junit", str(junit), env={"TMPDIR": str(scratch)})
+        # the appliance's own cache stays where libguestfs keeps it between runs (it follows TMPDIR otherwise)
+        cache = os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp")
+        passed = run_cli("test", str(recipe_file), "--junit", str(junit),
+                         env={"TMPDIR": str(scratch), "LIBGUESTFS_CACHEDIR": cache})
         assert passed.returncode == 0, passed.stderr[-3000:]
         assert f"is the disk of the running domain {name}: checking it there" in passed.stderr
         cases = ET.parse(junit).getroot().findall(".//testcase")

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from imagebuilder import recipe
 from imagebuilder.attest import records, signing
 from imagebuilder.progress import Reporter
-from imagebuilder.sbom.model import OperatingSystem, Package
+from imagebuilder.sbom.model import Artifact, OperatingSystem, Package
 from imagebuilder.sources.base import BaseImage
 from tests.signing_keys import pem_keys
 
@@ -87,3 +87,12 @@ def test_the_change_line_compares_with_the_sbom_the_new_one_replaces(tmp_path):
     records.summarise_change(before, written, Reporter("plain", stream))
     assert "changes since the last build: 1 package upgraded: openssl 3.0.15-1 → 3.0.16-1; " \
            "1 package added: tree 2.1.0-1" in stream.getvalue()
+
+
+def test_a_file_published_by_its_sha512_is_a_sha512_subject():
+    """A virt-builder repository output is named by sha512 (its index's hash): the SPDX checksum and the
+    provenance subject say so instead of calling 128 hex digits a sha256."""
+    sha512 = "ab" * 64
+    outputs = [{"type": "file", "path": "/srv/repo/golden.xz", "digest": f"sha512:{sha512}"}]
+    _, published = records.subjects(Artifact.of("image", "golden.qcow2", "sha256:" + "cd" * 32), outputs)
+    assert (published.name, published.algorithm, published.sha256) == ("golden.xz", "sha512", sha512)
