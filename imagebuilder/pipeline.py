@@ -151,9 +151,11 @@ class _Build:
             document["versions"] = self.versions
         if self.held is not None:
             document["held"] = self.held
-        document["records"] = self.write_records(base, accel, path, earlier)
+        with self.reporter.phase("records (SBOM, provenance)"):
+            document["records"] = self.write_records(base, accel, path, earlier)
         if self.shared:
             document["shared_cache"] = self.shared.record()
+        document["phases"] = self.reporter.phases.records
         manifest.write(document, path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
@@ -290,14 +292,18 @@ class _Build:
             self.reporter.info(f"resuming from the cached result of {self.stages[resume].name}")
             if self.shared:  # made before this machine shared its cache, perhaps: the others may lack it
                 self.shared.push(self.stages[resume], "stages", saved)
-            disk.convert(saved, "qcow2", work, fmt, self.reporter.transfer(f"convert to {fmt}", disk.probe(saved)[1]))
+            with self.reporter.phase("conversion (checkpoint)"):
+                disk.convert(saved, "qcow2", work, fmt,
+                             self.reporter.transfer(f"convert to {fmt}", disk.probe(saved)[1]))
             return work, False, resume - STEP_OFFSET
         if base.kind == "rootfs":
             disk.create(work, fmt, size or BOOTSTRAP_DEFAULT_SIZE)
             return work, False, 0
-        transfer = self.reporter.transfer(f"convert to {fmt}", base.virtual_size)
-        disk.convert(base.path, base.format, work, fmt, transfer)
-        grown = bool(size) and disk.grow(work, fmt, size)
+        with self.reporter.phase("conversion"):
+            disk.convert(base.path, base.format, work, fmt, self.reporter.transfer(f"convert to {fmt}",
+                                                                                    base.virtual_size))
+        with self.reporter.phase("grow"):
+            grown = bool(size) and disk.grow(work, fmt, size)
         return work, grown, 0
 
     def customize(self, work: Path, accel: str, base: BaseImage, grown: bool, done: int) -> dict[str, str]:
@@ -312,7 +318,7 @@ class _Build:
                               steps=(first, end), finish=end == total, after=self.read_contents)
             if end < total:
                 stage = self.stages[end + STEP_OFFSET]
-                with self.cache.writing("stages") as tmp:
+                with self.reporter.phase("checkpoint save"), self.cache.writing("stages") as tmp:
                     disk.convert(work, fmt, tmp, "qcow2")
                     self.cache.commit(tmp, "stages", rebuild.checkpoint(self.cache, stage).name)
                 self.reporter.info(f"checkpoint: kept the image after {stage.name} in the cache")
@@ -345,16 +351,20 @@ class _Build:
         fmt, force = self.recipe.disk.format, self.force
         if self.recipe.disk.compress:
             self.reporter.info("compressing the image (qcow2 compressed clusters)")
-            disk.compress(work)
-        digest = manifest.file_digest(work)
+            with self.reporter.phase("compression"):
+                disk.compress(work)
+        with self.reporter.phase("digest"):
+            digest = manifest.file_digest(work)
         if any(host.template for host in self.hosts):
             when = datetime.now(timezone.utc)
             number = retention.choose_names(self.hosts, self.versions, digest, when)
             self.versions.append(retention.record(self.hosts, number, digest, when))
             self.reporter.info(f"version {number}: {', '.join(h.volume for h in self.hosts if h.template)}")
         earlier = (rebuild.previous(self.manifest_path()) or {}).get("outputs", [])
-        self.outputs += self.elsewhere.publish(work, fmt, digest, facts, earlier, force, self.undo, self.reporter)
-        self.outputs += libvirt_hosts.upload_all(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
+        with self.reporter.phase("other formats and registries"):
+            self.outputs += self.elsewhere.publish(work, fmt, digest, facts, earlier, force, self.undo, self.reporter)
+        with self.reporter.phase("uploads"):
+            self.outputs += libvirt_hosts.upload_all(self.hosts, work, fmt, digest, force, self.undo, self.reporter)
         if self.file_out:
             self.file_out.parent.mkdir(parents=True, exist_ok=True)
             if self.pool_dir:

@@ -6,8 +6,10 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TextIO
+
+from imagebuilder.timings import Phases
 
 
 def _human(n: float) -> str:
@@ -21,12 +23,13 @@ def _human(n: float) -> str:
 class Reporter:
     """Tells the user what the build is doing; `mode` is 'tty', 'plain' or 'json'."""
 
-    def __init__(self, mode: str | None = None, stream: TextIO | None = None):
+    def __init__(self, mode: str | None = None, stream: TextIO | None = None, verbose: bool = False):
         self.stream = stream or sys.stderr
         if mode is None:
             mode = "tty" if self.stream.isatty() else "plain"
         self.mode = mode
         self.timings: dict[str, float] = {}
+        self.phases = Phases(on_end=self._phase_done if verbose else None)
 
     def event(self, kind: str, **fields: object) -> None:
         """Emit one event: a JSON line in json mode, a readable line otherwise."""
@@ -46,12 +49,22 @@ class Reporter:
         """Time a pipeline stage and announce its start and end."""
         start = time.monotonic()
         self.event("stage", stage=name, state="start", message=f"==> {name}")
+        outer, self.phases.stage = self.phases.stage, name
         try:
             yield
         finally:
+            self.phases.stage = outer
             self.timings[name] = round(time.monotonic() - start, 3)
         self.event("stage", stage=name, state="done", seconds=self.timings[name],
                    message=f"    {name} done in {self.timings[name]:.1f}s")
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        """Time a part of the current stage (launch, a step, the boot wait …): see timings.py."""
+        return self.phases.phase(name)
+
+    def _phase_done(self, record: dict[str, object]) -> None:
+        self.event("phase", stage=record["stage"], phase=record["phase"], seconds=record["seconds"],
+                   message=f"time: {record['phase']} {record['seconds']:.1f}s")
 
     def transfer(self, what: str, total: int | None) -> Transfer:
         """A progress counter for a byte stream (download, upload, conversion)."""

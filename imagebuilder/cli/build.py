@@ -68,7 +68,7 @@ def build(
 ) -> None:
     """Build the image a recipe describes, publish it, and define and boot its domain."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
-    reporter = Reporter("json" if json_output else None)
+    reporter = Reporter("json" if json_output else None, verbose=verbose)
     signal.signal(signal.SIGTERM, on_sigterm)
     with exit_on_error(json_output):
         check_output_file(output)
@@ -86,6 +86,9 @@ def build(
     elif result.up_to_date:
         typer.echo("no change" if if_changed else f"{loaded.name} is up to date")
     else:
+        if verbose:
+            from imagebuilder.timings import table
+            typer.echo("\n".join(table(result.manifest["timings"], result.manifest.get("phases", []))), err=True)
         typer.echo(f"built {loaded.name} in {sum(result.manifest['timings'].values()):.0f}s")
     if loaded.machines and not json_output:
         typer.echo(f"the golden image of {len(loaded.machines)} machines: `imagebuilder up {path}` makes them")

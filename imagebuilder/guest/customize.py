@@ -9,6 +9,7 @@ guest that uses SELinux are relabelled.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
@@ -36,34 +37,48 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
     """
     first, end = steps or (0, len(recipe.steps))
     reporter.info(f"starting the libguestfs appliance ({accel}{', network on' if recipe.network else ''})")
-    with GuestSession(Drive(disk, fmt), accel, network=recipe.network, say=reporter.info) as g:
+    with ExitStack() as session:
+        with reporter.phase("launch"):
+            g = session.enter_context(GuestSession(Drive(disk, fmt), accel, network=recipe.network,
+                                                   say=reporter.info))
         ctx = GuestContext(g, reporter)
         if first == 0:
             _lay_out(ctx, recipe, base, grown)
-        facts = inspect_and_mount(ctx)
+        with reporter.phase("inspection"):
+            facts = inspect_and_mount(ctx)
         reporter.info(f"found {facts['product_name']} ({facts['distro']} {facts['version']})")
         apply_steps(ctx, recipe, first, end)
-        if not finish:
+        if finish:
+            _finish(ctx, recipe, after)
+        with reporter.phase("shutdown"):
             g.umount_all()
-            return facts
-        if recipe.sysprep:
-            reporter.info(f"sysprep: {', '.join(recipe.sysprep)}")
-            sysprep.apply(ctx, list(recipe.sysprep))
-        if (recipe.steps or recipe.sysprep) and relabels(recipe.steps):
-            selinux_relabel(ctx)
-        if after is not None:
-            after(ctx)
-        g.umount_all()
+            session.close()
     return facts
+
+
+def _finish(ctx: GuestContext, recipe: Recipe, after: Callable[[GuestContext], None] | None) -> None:
+    """The end of the last stretch: sysprep, SELinux relabelling, then `after` (the SBOM's reading)."""
+    if recipe.sysprep:
+        ctx.reporter.info(f"sysprep: {', '.join(recipe.sysprep)}")
+        with ctx.reporter.phase("sysprep"):
+            sysprep.apply(ctx, list(recipe.sysprep))
+    if (recipe.steps or recipe.sysprep) and relabels(recipe.steps):
+        with ctx.reporter.phase("selinux relabel"):
+            selinux_relabel(ctx)
+    if after is not None:
+        with ctx.reporter.phase("sbom reading"):
+            after(ctx)
 
 
 def _lay_out(ctx: GuestContext, recipe: Recipe, base: BaseImage, grown: bool) -> None:
     """Make a bootstrap's blank disk bootable, or grow a base that was enlarged."""
     if base.kind == "rootfs":
-        layout.install_rootfs(ctx, base.path, recipe.name)
-        ctx.g.umount_all()
+        with ctx.reporter.phase("layout (bootstrap)"):
+            layout.install_rootfs(ctx, base.path, recipe.name)
+            ctx.g.umount_all()
     elif grown:
-        partition = layout.expand_root(ctx, base.expand, base.lvexpand)
+        with ctx.reporter.phase("layout (expand)"):
+            partition = layout.expand_root(ctx, base.expand, base.lvexpand)
         how = " (the template's expand hint)" if base.expand else ""
         ctx.reporter.info(f"expanded {partition} to fill the disk{how}")
 
@@ -93,7 +108,8 @@ def apply_steps(ctx: GuestContext, recipe: Recipe, first: int = 0, end: int | No
         later = " (set after the other steps, as virt-customize does)" if step.op in DEFERRED else ""
         ctx.reporter.info(f"[{number}/{total}] {step.describe()}{later}")
         try:
-            REGISTRY[step.op].apply(ctx, step.arg)
+            with ctx.reporter.phase(f"step {number} ({step.op})"):
+                REGISTRY[step.op].apply(ctx, step.arg)
         except GuestError as exc:
             raise GuestError(f"{step.where(recipe.file)}: step {number} '{step.op}' failed: {exc.message}",
                              hint=exc.hint) from None

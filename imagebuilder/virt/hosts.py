@@ -235,13 +235,15 @@ def deploy(hosts: list[Host], recipe: Recipe, facts: dict[str, str], force: bool
     for host in hosts:
         if host.define:
             host.accel = _accel(host, host.accel)  # a hang under KVM may have been found since the preflight
-            defined.append(_define(host, recipe, facts, force, undo, reporter))
+            with reporter.phase("define"):
+                defined.append(_define(host, recipe, facts, force, undo, reporter))
     main = next((entry for entry in defined if entry["host"].main), None)
     result: dict[str, Any] = {"name": spec.name, "started": False, "wait": spec.wait}
     if main:
         host, dom, dspec = main["host"], main["dom"], main["spec"]
         if spec.start:
-            dom, host.accel = boot.start(host.conn, dom, reporter.info)
+            with reporter.phase("start"):
+                dom, host.accel = boot.start(host.conn, dom, reporter.info)
             reporter.info(f"started domain {spec.name} at {host.uri} ({host.accel})")
             result["started"] = True
             if spec.wait != "none":
@@ -249,7 +251,8 @@ def deploy(hosts: list[Host], recipe: Recipe, facts: dict[str, str], force: bool
                         "serial": f"{spec.wait_text!r} on the serial console"}[spec.wait]
                 reporter.info(f"waiting up to {spec.timeout}s for {what}")
                 local_log = dspec.serial_log if connection.is_local(host.conn) else None
-                seen = wait.wait_ready(host.conn, dom, spec.wait, spec.wait_text, spec.timeout, local_log)
+                with reporter.phase("boot wait"):
+                    seen = wait.wait_ready(host.conn, dom, spec.wait, spec.wait_text, spec.timeout, local_log)
                 reporter.info(f"{seen}: the domain is ready")
         result.update(_describe(host, dspec))
     result["targets"] = [_describe(entry["host"], entry["spec"]) for entry in defined if not entry["host"].main]
