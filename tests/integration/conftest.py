@@ -1,14 +1,13 @@
 """Shared fixtures for tests against real libguestfs, libvirtd and qemu.
 
-Expensive things are made once per session and cached on disk by their inputs:
-the bootstrap tarball and a plain bootable Debian base image (under /var/tmp, which
-qemu running as libvirt-qemu can read).
+Expensive things are made once and cached on disk by their inputs: the Debian images the tests
+start from (images.py, under /var/tmp, which qemu running as libvirt-qemu can read) and the
+bootstrap tarballs in the shared cache.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.server
 import os
 import shutil
@@ -22,10 +21,11 @@ import pytest
 
 from imagebuilder.virt.connection import connect
 from imagebuilder.virt.storage import create_dir_pool, remove_pool
+from tests.integration import images
 from tests.integration.helpers import appliance_launches, unique
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_HOME = Path(os.environ.get("IMAGEBUILDER_TEST_HOME", "/var/tmp/imagebuilder-tests"))
+TEST_HOME = images.TEST_HOME
 URI = "qemu:///system"
 
 
@@ -52,35 +52,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """The cache the test builds share (kept across sessions: the bootstrap tarball lives here)."""
-    path = TEST_HOME / "cache"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    images.CACHE.mkdir(parents=True, exist_ok=True)
+    return images.CACHE
 
 
 @pytest.fixture(scope="session")
 def base_image(cache_dir) -> Path:
     """A bootable Debian 12 qcow2 made by `imagebuilder build` from tests/integration/recipes/base.toml."""
-    recipe = ROOT / "tests" / "integration" / "recipes" / "base.toml"
-    target = TEST_HOME / f"base-{image_key(recipe)}.qcow2"
-    if not target.exists():
-        proc = run_cli("build", str(recipe), "--output", str(target), "--cache-dir", str(cache_dir),
-                       "--manifest", str(target.with_suffix(".manifest.json")), timeout=840)
-        assert proc.returncode == 0, proc.stderr
-    target.chmod(0o644)
-    return target
+    return images.image("base")
 
 
-def image_key(recipe: Path) -> str:
-    """Everything that shapes an image the tests build once and keep (the base image, the cloud-init
-    one): its recipe, all of imagebuilder's code, and the versions of the tools that make it (an image
-    an older version of any of them made is not reused)."""
-    inputs = hashlib.sha256(recipe.read_bytes())
-    for module in sorted((ROOT / "imagebuilder").rglob("*.py")):
-        inputs.update(str(module.relative_to(ROOT)).encode() + b"\0" + module.read_bytes())
-    tools = subprocess.run(["dpkg-query", "-W", "mmdebstrap", "libguestfs0", "qemu-system-x86", "supermin"],
-                           capture_output=True, text=True, check=True).stdout
-    inputs.update(tools.encode())
-    return inputs.hexdigest()[:16]
+@pytest.fixture(scope="session")
+def cloud_init_image(cache_dir) -> Path:
+    """A bootable Debian 12 with cloud-init, from tests/integration/recipes/cloud-init.toml."""
+    return images.image("cloud-init")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

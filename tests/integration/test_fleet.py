@@ -23,7 +23,7 @@ from imagebuilder.guest.session import Drive, GuestSession, label
 from imagebuilder.virt.clone import backing_path, cdrom_volumes, labels
 from imagebuilder.virt.domain import domain_exists, remove_domain
 from imagebuilder.virt.wait import agent_exec
-from tests.integration.conftest import TEST_HOME, image_key, run_cli
+from tests.integration.conftest import run_cli
 from tests.integration.helpers import sha256, unique
 from tests.integration.virt_helpers import forget_logs, volume_names
 
@@ -202,37 +202,6 @@ def test_three_clones_boot_with_their_own_identity(tmp_path, conn, pool, base_im
 
 
 # cloud-init
-
-
-CLOUD_INIT_IMAGE = """# The session's kind of Debian image, with cloud-init: bootstrapped with it, as mmdebstrap installs
-# packages natively (installing it in the appliance, under TCG, took minutes).
-[image]
-name = "ibtest-cloud-init"
-
-[base.bootstrap]
-suite = "bookworm"
-packages = ["cloud-init"]
-
-[disk]
-size = "2G"
-format = "qcow2"
-"""
-
-
-@pytest.fixture(scope="session")
-def cloud_init_image(cache_dir) -> Path:
-    """A bootable Debian 12 with cloud-init (cached on disk by everything that shapes it)."""
-    TEST_HOME.mkdir(parents=True, exist_ok=True)
-    recipe_file = TEST_HOME / "cloud-init.toml"
-    if not recipe_file.exists() or recipe_file.read_text() != CLOUD_INIT_IMAGE:
-        recipe_file.write_text(CLOUD_INIT_IMAGE)
-    target = TEST_HOME / f"cloud-init-{image_key(recipe_file)}.qcow2"
-    if not target.exists():
-        proc = run_cli("build", str(recipe_file), "--output", str(target), "--cache-dir", str(cache_dir),
-                       "--manifest", str(target.with_suffix(".manifest.json")), timeout=840)
-        assert proc.returncode == 0, proc.stderr
-    target.chmod(0o644)
-    return target
 
 
 CLOUD_FLEET = GOLDEN + """

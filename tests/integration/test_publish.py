@@ -28,7 +28,8 @@ from tests.integration.conftest import run_cli
 from tests.integration.helpers import peer_libguestfs_env, sha256, unique
 from tests.signing import make_key
 
-pytestmark = pytest.mark.integration
+# one test worker for the whole module: its module-scoped build is made once (pytest-xdist, --dist loadgroup)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("publish")]
 
 BUILD_A = """[image]
 name = "golden"
@@ -209,8 +210,10 @@ def check_envelope(ovf: Path, vmdk: Path, capacity: int) -> None:
     assert networks == ["default", "br0"]
 
 
-def test_oci_base_to_virt_builder_repository_to_a_boot(build_a, local_registry, tmp_path, conn, pool, pool_dir,
-                                                        monkeypatch):
+def test_oci_base_to_virt_builder_repository_to_a_boot_customize_stubbed(build_a, local_registry, tmp_path, conn, pool,
+                                                                        pool_dir, monkeypatch):
+    """A real build from the containerDisk into a virt-builder repository that virt-builder itself reads;
+    its image is then booted as it is (customize stubbed: the build before it customized it for real)."""
     key = make_key(tmp_path / "key")
     pinned = build_a["oci"]["pinned"]
     (tmp_path / "recipe.toml").write_text(BUILD_B.format(ref=pinned, gnupghome=key.home))
@@ -263,16 +266,16 @@ def test_oci_base_to_virt_builder_repository_to_a_boot(build_a, local_registry, 
 
 
 def boot_and_read_hostname(monkeypatch, tmp_path: Path, conn, pool, image: Path) -> None:  # noqa: ANN001
-    """Deploy the image as it is (no appliance) into pool, boot it and ask its agent for /etc/hostname."""
+    """Deploy the image as it is (customize stubbed: no appliance) into pool, boot it and ask its agent for /etc/hostname."""
     from imagebuilder.virt.domain import remove_domain
     from imagebuilder.virt.wait import agent_exec
-    from tests.integration.virt_helpers import build_without_appliance, forget_logs
+    from tests.integration.virt_helpers import build_customize_stubbed, forget_logs
     name = unique("vb")
     recipe = tmp_path / "boot.toml"
     recipe.write_text(f'[image]\nname = "{name}"\n[base]\npath = "{image}"\n[output]\npool = "{pool.name()}"\n'
                       '[domain]\nmemory = "768M"\nnetwork = "none"\nwait = "agent"\ntimeout = "15m"\n')
     try:
-        result, progress = build_without_appliance(monkeypatch, recipe, facts={"osinfo": "debian12",
+        result, progress = build_customize_stubbed(monkeypatch, recipe, facts={"osinfo": "debian12",
                                                                                "distro": "debian"})
         code, out, _ = agent_exec(conn.lookupByName(name), ["cat", "/etc/hostname"], timeout=60)
         assert (code, out.strip()) == (0, "from-oci")

@@ -9,7 +9,8 @@ import pytest
 
 from tests.integration.conftest import run_cli
 
-pytestmark = pytest.mark.integration
+# one test worker for the whole module: its module-scoped build is made once (pytest-xdist, --dist loadgroup)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("resize")]
 
 GiB = 1 << 30
 
