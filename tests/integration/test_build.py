@@ -86,15 +86,6 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
         assert f"is the disk of the running domain {name}: checking it there" in passed.stderr
         cases = ET.parse(junit).getroot().findall(".//testcase")
         assert len(cases) == 4 and not ET.parse(junit).getroot().findall(".//failure")
-
-        recipe_file.write_text(text + '\n[[tests]]\nname = "expects a lie"\ncommand = "cat /etc/hostname"\n'
-                                      'stdout = "^not-the-hostname$"\n')
-        failed = run_cli("test", str(recipe_file), "--junit", str(junit), "--summary", str(tmp_path / "s.json"))
-        assert failed.returncode == 1
-        assert "expects a lie" in failed.stderr
-        failures = ET.parse(junit).getroot().findall(".//testcase[failure]")
-        assert [case.get("name") for case in failures] == ["expects a lie"]
-        assert json.loads((tmp_path / "s.json").read_text())["failed"] == 1
         assert dom.isActive() and [d.name() for d in conn.listAllDomains() if d.name().startswith(name)] == [name]
         assert list(scratch.iterdir()) == [], "the copy of the disk is gone"
 
@@ -110,20 +101,27 @@ def test_demo_recipe_builds_boots_and_answers(tmp_path, cache_dir, conn):
 
 def test_test_of_an_image_file_boots_a_throwaway_domain_on_an_overlay(tmp_path, base_image, conn):
     """`imagebuilder test --image FILE` where no domain runs from it: files offline, commands in a
-    throwaway domain on an overlay; afterwards the image is unchanged and the domain gone."""
+    throwaway domain on an overlay; a check that fails is named, in the JUnit file and the summary,
+    and makes the exit code 1; afterwards the image is unchanged and the domain gone."""
     recipe_file = tmp_path / "checks.toml"
     recipe_file.write_text(f'[image]\nname = "checks"\n[base]\npath = "{base_image}"\n'
                            '[[tests]]\nfile = "/etc/os-release"\ncontains = "bookworm"\n'
                            '[[tests]]\nname = "the agent runs commands"\ncommand = "cat /etc/debian_version"\n'
-                           'stdout = "^12\\\\."\n')
+                           'stdout = "^12\\\\."\n'
+                           '[[tests]]\nname = "expects a lie"\ncommand = "cat /etc/hostname"\n'
+                           'stdout = "^not-the-hostname$"\n')
     before = sha256(base_image)
-    junit = tmp_path / "checks.junit.xml"
-    proc = run_cli("test", str(recipe_file), "--image", str(base_image), "--junit", str(junit))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"booting a throwaway domain on an overlay of {base_image} for 1 command checks" in proc.stderr
+    junit, summary = tmp_path / "checks.junit.xml", tmp_path / "summary.json"
+    proc = run_cli("test", str(recipe_file), "--image", str(base_image), "--junit", str(junit),
+                   "--summary", str(summary))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"booting a throwaway domain on an overlay of {base_image} for 2 command checks" in proc.stderr
+    assert "expects a lie" in proc.stderr
     cases = ET.parse(junit).getroot().findall(".//testcase")
-    assert [c.get("name") for c in cases] == ["file /etc/os-release", "the agent runs commands"]
-    assert not ET.parse(junit).getroot().findall(".//failure")
+    assert [c.get("name") for c in cases] == ["file /etc/os-release", "the agent runs commands", "expects a lie"]
+    failures = ET.parse(junit).getroot().findall(".//testcase[failure]")
+    assert [case.get("name") for case in failures] == ["expects a lie"]
+    assert json.loads(summary.read_text())["failed"] == 1
     assert sha256(base_image) == before
     assert not [d for d in conn.listAllDomains() if d.name().startswith("checks-test-")]
 

@@ -54,8 +54,10 @@ write /root/throwaway:secret
 scrub /root/throwaway
 truncate /etc/motd.orig
 
-# accounts
+# accounts (bob's password comes before the command that creates bob: see CHECK)
+password bob:password:bob-s3cret
 run-command useradd -m -s /bin/bash deploy
+run-command useradd -m -s /bin/bash bob
 password deploy:password:deploy-pw
 root-password password:root-pw
 ssh-inject deploy:file:deploy.pub
@@ -87,6 +89,12 @@ VOLATILE = ("/var/log", "/var/cache", "/var/lib/apt/lists", "/var/lib/dpkg/*-old
             "/var/lib/systemd/deb-systemd-helper-enabled", "/var/lib/ucf", "/var/backups", "/proc", "/sys", "/dev",
             "/run", "/lost+found")
 CONTENT_TREES = ("/etc", "/srv", "/root", "/home", "/opt", "/usr/local", "/var/www", "/var/lib/dpkg/info")
+
+# Item 12: virt-customize sets every password after its other operations, so a password may name a
+# user that a later command creates. The guest's own perl (perl-base is essential in Debian) checks
+# the hash with the guest's libcrypt, and passwd -S says the password is usable.
+CHECK = ("perl -e 'my $h = (split /:/, `grep ^bob: /etc/shadow`)[1]; "
+         "print crypt(\"bob-s3cret\", $h) eq $h ? \"match\\n\" : \"no match\\n\"'; passwd -S bob")
 
 LISTING = "find / -xdev -printf '%y %#m %U %G %p -> %l\\n' 2>/dev/null | LC_ALL=C sort"
 SUMS = "find {trees} -xdev -type f -exec md5sum {{}} + 2>/dev/null | LC_ALL=C sort -k2"
@@ -174,8 +182,8 @@ def _each_guest(images, look) -> list:
 
 
 def test_converted_commands_file_gives_the_same_guest_as_virt_customize(project, base_image, cache_dir):
-    ours, theirs, _built = _both_ways(project, "web.cmds", base_image, cache_dir)
-    mine, virt = _each_guest((ours, theirs), _state)
+    ours, theirs, built = _both_ways(project, "web.cmds", base_image, cache_dir)
+    mine, virt = _each_guest((ours, theirs), lambda g: {**_state(g), "bob": g.sh(CHECK)})
 
     for state in (mine, virt):  # the comparison below is not of two empty lists
         assert len(state["listing"]) > 5000 and len(state["sums"]) > 500
@@ -195,42 +203,26 @@ def test_converted_commands_file_gives_the_same_guest_as_virt_customize(project,
     assert "bc" not in mine["packages"] or mine["packages"]["bc"][0] != "install ok installed"
     # users and passwords: same entries; hashes differ by salt but accept the same passwords
     assert set(mine["shadow"]) == set(virt["shadow"])
-    for user, password in (("root", "root-pw"), ("deploy", "deploy-pw")):
+    passwords = {"root": "root-pw", "deploy": "deploy-pw", "bob": "bob-s3cret"}
+    for user, password in passwords.items():
         for state in (mine, virt):
             hashed = state["shadow"][user][1]
             assert crypt.crypt(password, hashed) == hashed, user
         assert mine["shadow"][user][1].startswith("$6$")
     for user in mine["shadow"]:
         assert mine["shadow"][user][2:] == virt["shadow"][user][2:], user
-        if user not in ("root", "deploy"):
+        if user not in passwords:
             assert mine["shadow"][user][1] == virt["shadow"][user][1], user
+    # a password for a user that a later command creates: set after the other steps, as virt-customize
+    # does, and usable in both guests by the guest's own libcrypt
+    assert "password: bob: inline password (set after the other steps, as virt-customize does)" in built.stderr
+    assert "bob-s3cret" not in built.stderr + built.stdout
+    for state in (mine, virt):  # ours, then virt-customize's
+        check, status = state["bob"].splitlines()
+        assert check == "match" and status.split()[:2] == ["bob", "P"], state["bob"]
     # first boot: the same command queued
     assert mine["firstboot"] == virt["firstboot"] == ["systemctl restart ssh"]
     # and the allowed differences are really there, so that the list above stays honest
     assert mine["sums"].get("/etc/timezone") != virt["sums"].get("/etc/timezone")
     for path in (ours, theirs):
         path.unlink()
-
-
-# Item 12: virt-customize sets every password after its other operations, so a password may name a
-# user that a later command creates. The guest's own perl (perl-base is essential in Debian) checks
-# the hash with the guest's libcrypt, and passwd -S says the password is usable.
-USERS = """\
-password bob:password:bob-s3cret
-root-password password:root-s3cret
-run-command useradd -m -s /bin/bash bob
-"""
-CHECK = ("perl -e 'my $h = (split /:/, `grep ^bob: /etc/shadow`)[1]; "
-         "print crypt(\"bob-s3cret\", $h) eq $h ? \"match\\n\" : \"no match\\n\"'; passwd -S bob")
-
-
-def test_a_password_for_a_user_a_later_command_creates(tmp_path, base_image, cache_dir):
-    # virt-customize (1.48 here) accepts the same file in the same order
-    (tmp_path / "users.cmds").write_text(USERS)
-    ours, theirs, built = _both_ways(tmp_path, "users.cmds", base_image, cache_dir)
-    assert "password: bob: inline password (set after the other steps, as virt-customize does)" in built.stderr
-    assert "bob-s3cret" not in built.stderr + built.stdout
-    for result in _each_guest((ours, theirs), lambda g: g.sh(CHECK)):  # ours, then virt-customize's
-        check, status = result.splitlines()
-        assert check == "match", result
-        assert status.split()[:2] == ["bob", "P"], result  # P: a usable password

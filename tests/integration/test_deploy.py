@@ -117,12 +117,12 @@ def test_real_build_failing_at_its_wait_and_keep_on_failure(tmp_path, conn, pool
     recipe_file.write_text(f'[image]\nname = "{name}"\n[base]\npath = "{echo_tiny}"\n[sysprep]\nenabled = false\n'
                            '[[steps]]\nwrite = "/etc/motd:customized"\n'
                            f'[output]\npool = "{pool.name()}"\n[domain]\nmemory = "64M"\nagent = false\n'
-                           'network = "none"\nwait = "serial:READY"\ntimeout = "20s"\n')
+                           'network = "none"\nwait = "serial:READY"\ntimeout = "10s"\n')
     try:
         failed = run_cli("build", str(recipe_file), "--cache-dir", str(cache_dir))
         assert failed.returncode == 1
         assert "[1/1] write: /etc/motd" in failed.stderr
-        assert ("timed out after 20s waiting for 'READY' on the serial console; last on the serial console: 'OK'"
+        assert ("timed out after 10s waiting for 'READY' on the serial console; last on the serial console: 'OK'"
                 in failed.stderr)
         assert_nothing_left(conn, pool, pool_dir, name)
 

@@ -178,10 +178,13 @@ tree_digest = true
 """
 
 
-def test_two_builds_of_a_pinned_recipe_make_the_same_file_tree(tmp_path, base_image, launch_counter):
+def test_two_builds_of_a_pinned_recipe_make_the_same_file_tree(tmp_path, echo_tiny, launch_counter):
+    """Two cold builds of the tiny guest (a Debian 12 to inspection, with its own /etc, /bin and libc):
+    whatever a build writes that varies from run to run (a time, a random name) shows in its tree
+    the same way on any distribution, and the small tree keeps the two builds short."""
     env, launches = launch_counter
     recipe = tmp_path / "repro.toml"
-    recipe.write_text(PINNED.format(base=base_image))
+    recipe.write_text(PINNED.format(base=echo_tiny))
     found = []
     for number in (1, 2):
         out = tmp_path / f"build{number}" / "repro.qcow2"
@@ -191,7 +194,7 @@ def test_two_builds_of_a_pinned_recipe_make_the_same_file_tree(tmp_path, base_im
         document = json.loads((out.parent / "repro.manifest.json").read_text())
         found.append((document["records"]["tree"], document["outputs"][0]["digest"]))
     (tree_one, image_one), (tree_two, image_two) = found
-    assert tree_one["digest"] == tree_two["digest"] and tree_one["entries"] > 10000, (tree_one, tree_two)
+    assert tree_one["digest"] == tree_two["digest"] and tree_one["entries"] > 20, (tree_one, tree_two)
     assert launches() == 2, "the tree digest is read in the build's own launch"
 
 

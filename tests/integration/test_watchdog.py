@@ -14,7 +14,6 @@ import pytest
 from imagebuilder import accel
 from imagebuilder.virt.connection import connect
 from imagebuilder.virt.domain import remove_domain
-from imagebuilder.virt.wait import agent_exec
 from tests.integration import hangkvm
 from tests.integration.conftest import remote_dir_pool, run_cli
 from tests.integration.helpers import unique
@@ -72,9 +71,10 @@ def test_probe_says_no_where_kvm_looks_usable_but_hangs(hanging_qemu, monkeypatc
                                     verdict.seconds)
 
 
-def test_build_where_kvm_hangs_finishes_under_tcg_and_says_why(base_image, cache_dir, hanging_qemu, hanging_host,
+def test_build_where_kvm_hangs_finishes_under_tcg_and_says_why(echo_tiny, cache_dir, hanging_qemu, hanging_host,
                                                                hanging_conn, hanging_pool, tmp_path, monkeypatch):
-    """A remembered verdict says KVM works; the appliance and the domain both hang under it."""
+    """A remembered verdict says KVM works; the appliance and the domain both hang under it. The tiny
+    guest (customized by a real appliance, then booted: it prints OK) keeps the minutes on the hang."""
     state = tmp_path / "state"
     monkeypatch.setenv("LIBGUESTFS_HV", str(hanging_qemu))
     monkeypatch.setenv("IMAGEBUILDER_CACHE_DIR", str(state))
@@ -86,7 +86,7 @@ def test_build_where_kvm_hangs_finishes_under_tcg_and_says_why(base_image, cache
 [image]
 name = "{name}"
 [base]
-path = "{base_image}"
+path = "{echo_tiny}"
 [[steps]]
 write = "/etc/watchdog-test:survived"
 [output]
@@ -94,9 +94,10 @@ uri = "{hanging_host}"
 pool = "{hanging_pool.name()}"
 volume = "{name}.qcow2"
 [domain]
-memory = "1G"
+memory = "64M"
+agent = false
 network = "none"
-wait = "agent"
+wait = "serial:OK"
 timeout = "10m"
 """)
     manifest_path = tmp_path / "manifest.json"
@@ -120,8 +121,6 @@ timeout = "10m"
         assert remembered[hanging_host]["kvm"] is False
 
         dom = hanging_conn.lookupByName(name)
-        assert ET.fromstring(dom.XMLDesc(0)).get("type") == "qemu"
-        code, out, _ = agent_exec(dom, ["cat", "/etc/watchdog-test"])
-        assert (code, out) == (0, "survived")
+        assert dom.isActive() and ET.fromstring(dom.XMLDesc(0)).get("type") == "qemu", "it runs, under TCG"
     finally:
         remove_domain(hanging_conn, name)
