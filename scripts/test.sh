@@ -2,8 +2,7 @@
 # Set up this machine, then run the whole test suite: unit and integration tests.
 # The suite must stay under 30 minutes on CI's 2 cores: the slowest tests are listed, each test has a
 # time limit (pytest-timeout, in pyproject.toml), and the time used is printed against that budget.
-# One worker per core (pytest-xdist): a TCG guest or appliance keeps one core busy, so two run at once;
-# a module whose tests share one expensive build is kept on one worker (xdist_group, --dist loadgroup).
+# One worker per core (pytest-xdist): a TCG guest or appliance keeps one core busy, so two run at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,7 +10,7 @@ echo "== imagebuilder doctor"
 .venv/bin/imagebuilder doctor || echo "doctor: something above blocks builds; the tests that need it will fail"
 start=$(date +%s)
 rc=0
-.venv/bin/pytest -n auto --dist loadgroup --durations=25 "$@" || rc=$?
+.venv/bin/pytest -n auto --dist worksteal --durations=25 "$@" || rc=$?
 used=$(( $(date +%s) - start ))
 printf 'test suite: %dm%02ds of the 30-minute budget (exit %d)\n' $((used / 60)) $((used % 60)) "$rc"
 exit "$rc"

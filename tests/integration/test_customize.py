@@ -34,8 +34,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import crypt
 
-# one test worker for the whole module: its module-scoped build is made once (pytest-xdist, --dist loadgroup)
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("customize")]
+pytestmark = pytest.mark.integration
 
 ROOT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv0kSLb2nAI6Fr6YQz6UZa0fTwJzYFhS2Z8PHa2Al9k root@imagebuilder"
 ALICE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm1Gx0nP3mNw0D2mKqJ6dQ0d7V0mGk3y2e4Zk3q2b7x alice@imagebuilder"

@@ -28,8 +28,7 @@ from tests.integration.conftest import run_cli
 from tests.integration.helpers import peer_libguestfs_env, sha256, unique
 from tests.signing import make_key
 
-# one test worker for the whole module: its module-scoped build is made once (pytest-xdist, --dist loadgroup)
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("publish")]
+pytestmark = pytest.mark.integration
 
 BUILD_A = """[image]
 name = "golden"

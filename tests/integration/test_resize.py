@@ -9,8 +9,7 @@ import pytest
 
 from tests.integration.conftest import run_cli
 
-# one test worker for the whole module: its module-scoped build is made once (pytest-xdist, --dist loadgroup)
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("resize")]
+pytestmark = pytest.mark.integration
 
 GiB = 1 << 30
 
