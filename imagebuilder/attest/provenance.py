@@ -24,7 +24,7 @@ from in_toto_attestation.v1.resource_descriptor import ResourceDescriptor
 from in_toto_attestation.v1.statement import Statement
 
 from imagebuilder import __version__
-from imagebuilder.sbom.model import Artifact, digest_hex
+from imagebuilder.sbom.model import Artifact
 
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://imagebuilder.invalid/provenance/recipe/v1"  # documented in docs/trust.md
@@ -61,7 +61,7 @@ def _user() -> str:
 
 
 def _descriptor(artifact: Artifact) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": artifact.name, "digest": {artifact.algorithm: digest_hex(artifact.sha256)}}
+    entry: dict[str, Any] = {"name": artifact.name, "digest": {artifact.algorithm: artifact.hex}}
     if artifact.location:
         entry["uri"] = artifact.location
     if artifact.role:
@@ -90,7 +90,7 @@ def statement(facts: BuildFacts) -> Statement:
         },
     }
     json_format.ParseDict(predicate, provenance_pb2.Provenance())  # unknown or mistyped fields raise here
-    subjects = [ResourceDescriptor(name=s.name, digest={"sha256": digest_hex(s.sha256)}).pb for s in facts.subjects]
+    subjects = [ResourceDescriptor(name=s.name, digest={s.algorithm: s.hex}).pb for s in facts.subjects]
     made = Statement(subjects, PREDICATE_TYPE, predicate)
     made.validate()
     return made

@@ -67,7 +67,8 @@ def write(inventory: Inventory, path: Path) -> None:
 
 def _artifact(artifact: Artifact, ref: str) -> Component:
     return Component(name=artifact.name, type=ComponentType.FILE, bom_ref=ref,
-                     hashes=[HashType(alg=HashAlgorithm(artifact.algorithm.upper().replace("SHA", "SHA-")), content=artifact.sha256)],
+                     hashes=[HashType(alg=HashAlgorithm(artifact.algorithm.upper().replace("SHA", "SHA-")),
+                                      content=artifact.hex)],
                      description=f"from {artifact.location}" if artifact.location else None,
                      properties=[Property(name=_ROLE, value=artifact.role)])
 

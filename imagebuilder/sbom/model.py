@@ -61,9 +61,9 @@ class Artifact:
 
     role: str          # image, base, recipe, host-file
     name: str
-    sha256: str        # hex of the digest, without "ALGORITHM:" (a sha256 but for a base by another hash)
+    hex: str           # the digest in hex, without "ALGORITHM:" (see algorithm)
     location: str = ""  # where it came from (a URL, a path)
-    algorithm: str = "sha256"  # sha256, or sha512 for a virt-builder template's base
+    algorithm: str = "sha256"  # sha256; sha512 for a virt-builder template or repository file
 
     @staticmethod
     def of(role: str, name: str, digest: str, location: str = "") -> Artifact:
@@ -87,8 +87,8 @@ class Inventory:
     def uuid(self) -> uuid.UUID:
         """The document's id: the same for the same image, packages and inputs, so that an SBOM is as
         reproducible as the image it describes (SPDX's namespace, CycloneDX's serial number)."""
-        text = "\n".join([self.image.sha256, *(f"{p.key} {p.version}" for p in self.packages),
-                          *(f"{a.role} {a.sha256}" for a in self.inputs)])
+        text = "\n".join([self.image.hex, *(f"{p.key} {p.version}" for p in self.packages),
+                          *(f"{a.role} {a.hex}" for a in self.inputs)])
         return uuid.uuid5(uuid.NAMESPACE_URL, "imagebuilder:sbom:" + text)
 
 

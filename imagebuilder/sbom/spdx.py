@@ -76,7 +76,8 @@ def _artifact(artifact: Artifact, spdx_id: str) -> Package:
     comment = f"imagebuilder role: {artifact.role}" + (
         f"; from {artifact.location}" if artifact.location and where is None else "")
     return Package(spdx_id=spdx_id, name=artifact.name, download_location=where or SpdxNoAssertion(),
-                   files_analyzed=False, checksums=[Checksum(ChecksumAlgorithm[artifact.algorithm.upper()], artifact.sha256)],
+                   files_analyzed=False,
+                   checksums=[Checksum(ChecksumAlgorithm[artifact.algorithm.upper()], artifact.hex)],
                    primary_package_purpose=_PURPOSES.get(artifact.role), comment=comment)
 
 

@@ -107,3 +107,12 @@ def test_verify_a_file_image_finds_its_envelope_and_checks_its_digest(tmp_path):
     image.write_bytes(b"an image, changed")
     with pytest.raises(verify.VerificationFailed, match="changed after the build"):
         verify.verify(verify.target(str(image), None, None), public)
+
+
+def test_a_subject_named_by_sha512_says_sha512():
+    """A virt-builder repository file is named by its sha512: the subject carries that algorithm."""
+    made = facts()
+    made.subjects.append(Artifact.of("file", "golden-1.qcow2.xz", "sha512:" + "e" * 128))
+    document = json.loads(provenance.payload(provenance.statement(made)))
+    assert document["subject"][-1]["digest"] == {"sha512": "e" * 128}
+    assert document["subject"][0]["digest"] == {"sha256": "a" * 64}
