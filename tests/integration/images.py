@@ -61,7 +61,9 @@ def build_once(recipe: Path, target: Path) -> Path:
 
 @contextmanager
 def made_once(target: Path) -> Iterator[None]:
-    """Held by one process (test worker or background build) at a time while it makes target."""
+    """Held by one process (test worker or background build) at a time while it makes target. The wait
+    is bounded by the holder's build (run_cli's timeout, then SIGTERM and SIGKILL) and, for a test, by
+    its pytest-timeout."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.with_name(f".{target.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
