@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import module_times
+
 ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION = ROOT / "tests" / "integration"
 _background: list[subprocess.Popen[bytes]] = []
@@ -53,6 +55,19 @@ def _whole_integration_suite(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     """SIGINT as a terminal delivers it, for the tests that send it: a shell's background job (a CI step,
-    `cmd &`) starts with it ignored, and an ignored signal stays ignored in every child."""
+    `cmd &`) starts with it ignored, and an ignored signal stays ignored in every child. The recorder of
+    module times runs where reports arrive: the controller, or the only process."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if config.getoption("record_module_times") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(module_times.Recorder(), "module-times-recorder")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-module-times", action="store_true",
+                     help="at the end, merge each module's time into tests/module-times.json, "
+                          "the order of the next runs (heaviest module first)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    module_times.heaviest_first(items, module_times.load())
