@@ -153,6 +153,7 @@ class _Build:
             document["held"] = self.held
         with self.reporter.phase("records (SBOM, provenance)"):
             document["records"] = self.write_records(base, accel, path, earlier)
+            self.elsewhere.attach_records(self.outputs, document["records"], work.parent, self.undo, self.reporter)
         if self.shared:
             document["shared_cache"] = self.shared.record()
         document["phases"] = self.reporter.phases.records

@@ -4,9 +4,9 @@ by uid and gid 107 (qemu in KubeVirt's virt-launcher), as KubeVirt documents it
 
 The layer is written in one streaming pass (tar, then gzip or zstd), hashed on the way for the
 layer's digest and the config's diff_id. Timestamps in the layer are fixed, so an unchanged disk
-makes the same blob and the registry already has it. Files can be attached to the pushed image
-as OCI referrers (an artifact whose `subject` is the image, listed in the `sha256-HEX` tag's index,
-the OCI 1.1 fallback for registries without the referrers API): the hook for an SBOM or provenance.
+makes the same blob and the registry already has it. Files are attached to the pushed image as OCI
+referrers (an artifact whose `subject` is the image, listed in the `sha256-HEX` tag's index, the
+OCI 1.1 fallback for registries without the referrers API): a build's SBOMs and provenance.
 """
 
 from __future__ import annotations
@@ -119,16 +119,12 @@ def build_layout(root: Path, disk: Path, name: str, tag: str, compression: str,
     return layout.add_manifest(tag, config_blob, [layer], annotations)
 
 
-def push(disk: Path, name: str, ref: str, compression: str, annotations: dict[str, str], scratch: Path,
-         attachments: list[Attachment] = ()) -> str:  # type: ignore[assignment]
-    """Push disk as a containerDisk to ref (then its attachments as referrers); returns the manifest digest."""
+def push(disk: Path, name: str, ref: str, compression: str, annotations: dict[str, str], scratch: Path) -> Descriptor:
+    """Push disk as a containerDisk to ref; returns the pushed manifest's descriptor (the subject of referrers)."""
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".oci-") as root:
         descriptor = build_layout(Path(root), disk, name, "disk", compression, annotations)
         registry.push_layout(Path(root), "disk", ref)
-    target = registry.parse_reference(ref)
-    if attachments:
-        attach(target.repo, descriptor, list(attachments), scratch)
-    return descriptor.digest
+    return descriptor
 
 
 def attach(repo: str, subject: Descriptor, attachments: list[Attachment], scratch: Path) -> list[str]:

@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import files, manifest, registry, versions
+from imagebuilder import files, manifest, ocilayout, registry, versions
 from imagebuilder.errors import BuildError
+from imagebuilder.ocilayout import Descriptor
 from imagebuilder.progress import Reporter
 from imagebuilder.publish import containerdisk, formats, ova, repo
 from imagebuilder.recipe import Domain, Recipe
@@ -21,16 +22,20 @@ from imagebuilder.recipe.model import OciOutput
 from imagebuilder.run import require
 from imagebuilder.undo import Undo
 
+# the media types a build's records are attached under: IANA's for SPDX and CycloneDX JSON, and the
+# in-toto attestation framework's `application/vnd.in-toto.<predicate>+dsse` for a signed statement
+RECORD_TYPES = {"spdx": "application/spdx+json", "cyclonedx": "application/vnd.cyclonedx+json",
+                "provenance": "application/vnd.in-toto.provenance+dsse"}
+
+
 @dataclass
 class Elsewhere:
     """The outputs of one build outside libvirt: the recipe's (unless only a file was asked for, -o) and
-    the command line's `--push` refs. `attachments` go to every pushed image as referrers (the hook
-    for an SBOM or a provenance statement)."""
+    the command line's `--push` refs."""
 
     recipe: Recipe
     use_recipe: bool
     pushes: tuple[str, ...] = ()
-    attachments: tuple[containerdisk.Attachment, ...] = ()
 
     @property
     def oci(self) -> list[OciOutput]:
@@ -101,13 +106,31 @@ class Elsewhere:
                        "org.opencontainers.image.title": self.recipe.name,
                        "org.imagebuilder.disk.digest": digest,
                        "org.imagebuilder.recipe.digest": f"sha256:{self.recipe.digest}"}
-        scratch = image.parent
-        pushed = containerdisk.push(image, f"{self.recipe.name}.{fmt}", ref, item.compression, annotations, scratch,
-                                    list(self.attachments))
+        pushed = containerdisk.push(image, f"{self.recipe.name}.{fmt}", ref, item.compression, annotations,
+                                    image.parent)
         repository = registry.parse_reference(ref).repo
-        undo.created(f"image {ref}", lambda: registry.delete(f"{repository}@{pushed}"))
-        reporter.info(f"pushed {ref} ({pushed})")
-        return {"type": "oci", "ref": ref, "digest": pushed, "n": number, "pinned": f"{repository}@{pushed}"}
+        undo.created(f"image {ref}", lambda: registry.delete(f"{repository}@{pushed.digest}"))
+        reporter.info(f"pushed {ref} ({pushed.digest})")
+        return {"type": "oci", "ref": ref, "digest": pushed.digest, "size": pushed.size, "n": number,
+                "pinned": f"{repository}@{pushed.digest}"}
+
+    @staticmethod
+    def attach_records(outputs: list[dict[str, Any]], written: dict[str, Any], scratch: Path, undo: Undo,
+                       reporter: Reporter) -> None:
+        """Attach the build's records (SBOMs, signed provenance) to every image it pushed, as OCI referrers;
+        each output's record lists the referrers' digests."""
+        files = [containerdisk.Attachment(Path(written[kind]["path"]), media_type)
+                 for kind, media_type in RECORD_TYPES.items() if kind in written]
+        for output in outputs:
+            if output["type"] != "oci" or not files:
+                continue
+            repository = registry.parse_reference(output["ref"]).repo
+            subject = Descriptor(ocilayout.MANIFEST, output["digest"], output["size"])
+            output["referrers"] = containerdisk.attach(repository, subject, files, scratch)
+            for digest in output["referrers"]:
+                undo.created(f"referrer {repository}@{digest}",
+                             lambda d=digest: registry.delete(f"{repository}@{d}"))  # type: ignore[misc]
+            reporter.info(f"attached {', '.join(f.path.name for f in files)} to {output['ref']} as referrers")
 
 
 def is_current(output: dict[str, Any]) -> bool:

@@ -2,7 +2,8 @@
 real virt-builder and qemu-img, sharing two builds and one boot:
 
 - build A (from the session's base image) writes the image file, an OVA, a VHD and a VHDX, and pushes
-  a KubeVirt containerDisk; skopeo, a client this project did not write, reads it back;
+  a KubeVirt containerDisk with its SBOMs and signed provenance as referrers; skopeo, a client this
+  project did not write, reads them back;
 - build B takes that containerDisk as its base (`[base] oci`, pinned by digest) and writes a signed
   virt-builder repository; virt-builder lists it, verifies it and builds from it with --no-network;
 - the image virt-builder made boots, and the guest agent reads the host name build B set: one boot
@@ -24,9 +25,11 @@ import pytest
 
 from imagebuilder import registry
 from imagebuilder.publish import containerdisk
+from imagebuilder.publish.elsewhere import RECORD_TYPES
 from tests.integration.conftest import run_cli
 from tests.integration.helpers import peer_libguestfs_env, sha256, unique
 from tests.signing import make_key
+from tests.signing_keys import pem_keys
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +57,8 @@ network = "default"
 [[domain.interfaces]]
 bridge = "br0"
 model = "e1000"
+[sign]
+key = "{key}"
 """
 
 BUILD_B = """[image]
@@ -81,7 +86,8 @@ def skopeo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def build_a(tmp_path_factory, base_image, local_registry) -> dict:
     """Build A's directory, manifest and output."""
     work = tmp_path_factory.mktemp("publish-a")
-    (work / "recipe.toml").write_text(BUILD_A.format(image=base_image, registry=local_registry.host))
+    key, _ = pem_keys(work, "release")
+    (work / "recipe.toml").write_text(BUILD_A.format(image=base_image, registry=local_registry.host, key=key))
     proc = run_cli("build", str(work / "recipe.toml"), "--cache-dir", str(work / "cache"),
                    env=local_registry.env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -122,27 +128,44 @@ def test_unchanged_it_is_up_to_date_while_the_registry_has_the_image(build_a, lo
     assert not [r for r in local_registry.requests()[before:] if r["method"] in ("PUT", "PATCH", "POST")]
 
 
-def test_a_second_push_skips_the_blobs_and_attachments_become_referrers(build_a, local_registry, tmp_path,
-                                                                         monkeypatch):
+def test_the_sboms_and_provenance_are_referrers_of_the_pushed_image(build_a, local_registry):
+    pushed, records = build_a["oci"], build_a["manifest"]["records"]
+    tag = f"{local_registry.host}/ibtest/golden:sha256-{pushed['digest'].split(':')[1]}"
+    index = json.loads(skopeo("inspect", "--raw", f"docker://{tag}", env=local_registry.env).stdout)
+    ours = {m["artifactType"]: m["digest"] for m in index["manifests"] if m["artifactType"] in RECORD_TYPES.values()}
+    assert sorted(ours) == sorted(RECORD_TYPES.values())
+    assert sorted(ours.values()) == sorted(pushed["referrers"])
+    for kind, media_type in RECORD_TYPES.items():
+        artifact, _ = registry.manifest(f"{local_registry.host}/ibtest/golden@{ours[media_type]}")
+        assert artifact["subject"] == {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                       "digest": pushed["digest"], "size": pushed["size"]}
+        [layer] = artifact["layers"]
+        assert (layer["mediaType"], layer["digest"]) == (media_type, f"sha256:{records[kind]['sha256']}")
+        assert layer["annotations"]["org.opencontainers.image.title"] == Path(records[kind]["path"]).name
+
+
+def test_a_second_push_skips_the_blobs_and_a_new_referrer_keeps_the_others(build_a, local_registry, tmp_path,
+                                                                            monkeypatch):
     for key, value in local_registry.env.items():
         monkeypatch.setenv(key, value)
     image = build_a["dir"] / "out" / "golden.qcow2"
     raw, _ = registry.manifest(build_a["oci"]["ref"])
     before = len(local_registry.requests())
-    sbom = tmp_path / "golden.spdx.json"
-    sbom.write_text('{"spdxVersion": "SPDX-2.3"}')
     ref = f"{local_registry.host}/ibtest/golden:again"
-    digest = containerdisk.push(image, "golden.qcow2", ref, "gzip", raw["annotations"], tmp_path,
-                                [containerdisk.Attachment(sbom, "application/spdx+json")])
-    assert digest == build_a["oci"]["digest"]  # the same disk and annotations make the same image
+    subject = containerdisk.push(image, "golden.qcow2", ref, "gzip", raw["annotations"], tmp_path)
+    assert subject.digest == build_a["oci"]["digest"]  # the same disk and annotations make the same image
     layer = raw["layers"][0]["digest"]
     assert not [r for r in local_registry.requests()[before:] if r["method"] in ("PUT", "PATCH")
                 and layer.split(":")[1] in r["path"]], "the layer the registry had was uploaded again"
-    referrers, _ = registry.manifest(f"{local_registry.host}/ibtest/golden:sha256-{digest.split(':')[1]}")
-    [entry] = referrers["manifests"]
-    artifact, _ = registry.manifest(f"{local_registry.host}/ibtest/golden@{entry['digest']}")
-    assert artifact["subject"]["digest"] == digest
-    assert artifact["layers"][0]["mediaType"] == "application/spdx+json"
+    tag = f"{local_registry.host}/ibtest/golden:sha256-{subject.digest.split(':')[1]}"
+    earlier = {m["digest"] for m in registry.manifest(tag)[0]["manifests"]}
+    notes = tmp_path / "release-notes.txt"
+    notes.write_text("second push\n")
+    [added] = containerdisk.attach(f"{local_registry.host}/ibtest/golden", subject,
+                                   [containerdisk.Attachment(notes, "text/plain")], tmp_path)
+    assert {m["digest"] for m in registry.manifest(tag)[0]["manifests"]} == earlier | {added}
+    artifact, _ = registry.manifest(f"{local_registry.host}/ibtest/golden@{added}")
+    assert artifact["subject"]["digest"] == subject.digest and artifact["layers"][0]["mediaType"] == "text/plain"
 
 
 def test_other_hypervisors_formats(build_a, tmp_path):
