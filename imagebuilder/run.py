@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
+from typing import BinaryIO
 
 from imagebuilder.errors import BuildError, HostError
 
@@ -16,6 +17,7 @@ HINTS = {
     "qemu-img": "install qemu-utils",
     "qemu-system-x86_64": "install qemu-system-x86",
     "mmdebstrap": "install mmdebstrap",
+    "sqfstar": "install squashfs-tools",
     "virt-xml-validate": "install libvirt-clients",
 }
 
@@ -29,13 +31,14 @@ def require(program: str) -> str:
 
 
 def run(argv: Sequence[str], *, capture: bool = True, timeout: float | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run argv (never through a shell); on failure raise BuildError with the command and its output."""
+        env: dict[str, str] | None = None, stdin: BinaryIO | None = None) -> subprocess.CompletedProcess[str]:
+    """Run argv (never through a shell), its input from `stdin` if given, else none; on failure raise
+    BuildError with the command and its output."""
     require(argv[0])
     log.debug("run: %s", shlex.join(argv))
     try:
         proc = subprocess.run(list(argv), capture_output=capture, text=True, timeout=timeout,
-                              env=env, stdin=subprocess.DEVNULL)
+                              env=env, stdin=subprocess.DEVNULL if stdin is None else stdin)
     except subprocess.TimeoutExpired as exc:
         raise BuildError(f"{shlex.join(argv)} timed out after {exc.timeout:.0f}s") from None
     if proc.returncode != 0:

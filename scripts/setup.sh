@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs supermin linux-image-amd64
   libvirt-daemon-system libvirt-clients python3-libvirt libxml2-utils dnsmasq-base iptables
-  mmdebstrap python3-venv ca-certificates ovmf gpg gpg-agent gpgconf xz-utils zstd e2fsprogs fdisk util-linux
+  mmdebstrap squashfs-tools python3-venv ca-certificates ovmf gpg gpg-agent gpgconf xz-utils zstd e2fsprogs fdisk util-linux
   systemd osinfo-db skopeo
   openssh-server openssh-client docker-registry  # the tests' stand-ins: a qemu+ssh:// host, a registry
 )

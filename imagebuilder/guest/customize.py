@@ -38,9 +38,11 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
     first, end = steps or (0, len(recipe.steps))
     reporter.info(f"starting the libguestfs appliance ({accel}{', network on' if recipe.network else ''})")
     with ExitStack() as session:
+        drives = [Drive(disk, fmt)]
+        if first == 0 and base.kind == "rootfs":
+            drives.append(session.enter_context(layout.rootfs_drive(base.path, disk.parent)))
         with reporter.phase("launch"):
-            g = session.enter_context(GuestSession(Drive(disk, fmt), accel, network=recipe.network,
-                                                   say=reporter.info))
+            g = session.enter_context(GuestSession(drives, accel, network=recipe.network, say=reporter.info))
         ctx = GuestContext(g, reporter)
         if first == 0:
             _lay_out(ctx, recipe, base, grown)
@@ -74,7 +76,7 @@ def _lay_out(ctx: GuestContext, recipe: Recipe, base: BaseImage, grown: bool) ->
     """Make a bootstrap's blank disk bootable, or grow a base that was enlarged."""
     if base.kind == "rootfs":
         with ctx.reporter.phase("layout (bootstrap)"):
-            layout.install_rootfs(ctx, base.path, recipe.name)
+            layout.install_rootfs(ctx, recipe.name)
             ctx.g.umount_all()
     elif grown:
         with ctx.reporter.phase("layout (expand)"):

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from imagebuilder.errors import GuestError
 from imagebuilder.guest.context import GuestContext
-from imagebuilder.guest.session import Drive, GuestSession
+from imagebuilder.guest.session import IMAGE, Drive, GuestSession
 
 
 def inspect_and_mount(ctx: GuestContext) -> dict[str, str]:
-    """Find the one OS on the disk, mount its filesystems, and return its facts (also kept in ctx.os)."""
+    """Find the one OS on the image's disk, mount its filesystems, and return its facts (also kept in
+    ctx.os). Drives attached beside the image (the bootstrap's root filesystem) are not looked at."""
     g = ctx.g
-    roots = g.inspect_os()
+    roots = [root for root in g.inspect_os() if _on_the_image(g, root)]
     if not roots:
         raise GuestError("no operating system was found on the base image")
     if len(roots) > 1:
@@ -49,6 +50,15 @@ def mount_os(g: GuestSession, readonly: bool) -> list[str]:
         except GuestError as exc:
             problems.append(f"{mounts[mountpoint]} on {mountpoint} is left out: {exc.message}")
     return problems
+
+
+def _on_the_image(g: GuestSession, root: str) -> bool:
+    others = {device for label, device in g.list_disk_labels().items() if label != IMAGE}
+    try:
+        disk = g.part_to_dev(root)
+    except GuestError:
+        disk = root  # a filesystem on a whole device, or a logical volume
+    return disk not in others
 
 
 def describe_image(path: Path, fmt: str, accel: str) -> dict[str, object]:

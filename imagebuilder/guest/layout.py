@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
 from imagebuilder.guest.context import GuestContext
+from imagebuilder.guest.session import Drive
+from imagebuilder.run import run
 
 BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ESP_SECTORS = 128 * 2048
+ROOTFS = "rootfs"  # the label of the bootstrap's root filesystem, attached read-only while laying out
+SOURCE = "/.imagebuilder-rootfs"  # where it is mounted in the new root while its files are copied
 _GRUB_DEFAULTS = {
     "GRUB_TIMEOUT": "1",
     "GRUB_CMDLINE_LINUX_DEFAULT": '"console=tty0 console=ttyS0,115200n8 net.ifnames=0"',
@@ -25,8 +32,24 @@ iface eth0 inet dhcp
 """
 
 
-def install_rootfs(ctx: GuestContext, tarball: Path, hostname: str) -> None:
-    """Lay out the blank disk so it boots under BIOS and UEFI alike, unpack the tarball, install GRUB.
+@contextmanager
+def rootfs_drive(tarball: Path, where: Path) -> Iterator[Drive]:
+    """The bootstrap tarball as a read-only squashfs drive for the appliance, made beside the work
+    image (sqfstar, a few seconds natively) and removed afterwards. The appliance copies the files
+    from its block device: under TCG that takes a third of the time of unpacking the tarball through
+    libguestfs's file channel (tar_in). sqfstar keeps owners, modes, links and user/security
+    xattrs but no POSIX ACLs; a Debian root's only ones, on /var/log/journal, are set again by
+    systemd-tmpfiles at boot."""
+    with tempfile.TemporaryDirectory(dir=where, prefix=".rootfs-") as scratch:
+        image = Path(scratch) / "rootfs.sqfs"
+        with open(tarball, "rb") as source:
+            run(["sqfstar", "-comp", "lz4", "-quiet", str(image)], stdin=source)
+        yield Drive(image, "raw", label=ROOTFS, readonly=True)
+
+
+def install_rootfs(ctx: GuestContext, hostname: str) -> None:
+    """Lay out the blank disk so it boots under BIOS and UEFI alike, copy the root filesystem from the
+    drive labelled ROOTFS (see rootfs_drive), install GRUB.
 
     GPT with a BIOS boot partition (GRUB's core image for BIOS), an EFI system partition
     (GRUB at the removable-media path, so no NVRAM entry is needed) and an ext4 root last,
@@ -44,8 +67,12 @@ def install_rootfs(ctx: GuestContext, tarball: Path, hostname: str) -> None:
     g.mkfs("vfat", esp)
     g.mkfs("ext4", root)
     g.mount(root, "/")
-    ctx.reporter.info("unpacking the root filesystem")
-    g.tar_in(str(tarball), "/", xattrs=True, acls=True)
+    ctx.reporter.info("copying the root filesystem")
+    g.mkdir(SOURCE)
+    g.mount_ro(g.device(ROOTFS), SOURCE)
+    g.cp_a(f"{SOURCE}/.", "/")
+    g.umount(SOURCE)
+    g.rmdir(SOURCE)
     g.mkdir_p("/boot/efi")
     g.mount(esp, "/boot/efi")
     g.write("/etc/fstab", f"UUID={g.vfs_uuid(root)} / ext4 errors=remount-ro 0 1\n"

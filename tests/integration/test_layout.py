@@ -44,9 +44,10 @@ def test_layout_lands_on_the_image_when_another_disk_comes_first(base_image, cac
         file.truncate(64 * MiB)
     run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "3G"])
     chosen = accel.choose("auto")
-    with GuestSession([Drive(other, "raw", "other"), Drive(image, "qcow2")], chosen, network=False) as g:
+    with layout.rootfs_drive(tarball, pool_dir) as rootfs, \
+            GuestSession([Drive(other, "raw", "other"), Drive(image, "qcow2"), rootfs], chosen, network=False) as g:
         assert g.device() == "/dev/sdb" and g.device("other") == "/dev/sda"
-        layout.install_rootfs(GuestContext(g, Reporter("plain")), tarball, "layout-test")
+        layout.install_rootfs(GuestContext(g, Reporter("plain")), "layout-test")
         g.umount_all()
         chosen = g.accel
     with open(other, "rb") as file:
