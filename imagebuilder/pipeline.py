@@ -99,6 +99,7 @@ class _Build:
         self.held: int | None = None  # the version `imagebuilder versions --use` holds the alias at
         self.sign = options.sign or recipe.sign
         self.contents: records.Contents | None = None  # the finished image's OS and packages (for the SBOM)
+        self.image_digest = ""  # the finished image's, once it is published
         self.started = datetime.now(timezone.utc)
 
     def run(self) -> BuildResult:
@@ -339,7 +340,7 @@ class _Build:
         version = self.versions[-1] if any(host.template for host in self.hosts) else None
         before = records.earlier_packages(earlier)
         written = records.write(self.recipe, base, self.contents, self.outputs, path, accel, self.started,
-                                self.sign, version["n"] if version else None, self.reporter)
+                                self.sign, version["n"] if version else None, self.reporter, self.image_digest)
         records.summarise_change(before, written, self.reporter)
         if version is not None:
             version.update(records=written, recipe=self.recipe.digest, base=base.digest,
@@ -355,7 +356,7 @@ class _Build:
             with self.reporter.phase("compression"):
                 disk.compress(work)
         with self.reporter.phase("digest"):
-            digest = manifest.file_digest(work)
+            digest = self.image_digest = manifest.file_digest(work)
         if any(host.template for host in self.hosts):
             when = datetime.now(timezone.utc)
             number = retention.choose_names(self.hosts, self.versions, digest, when)

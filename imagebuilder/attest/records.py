@@ -77,13 +77,13 @@ def inputs(recipe: Recipe, base: BaseImage) -> tuple[list[Artifact], list[str]]:
 
 def write(recipe: Recipe, base: BaseImage, contents: Contents, outputs: list[dict[str, Any]], manifest_path: Path,
           accel: str, started: datetime, sign: Sign | None, version: int | None,
-          reporter: Reporter) -> dict[str, Any]:
-    """Write the SBOMs and (when sign is given) the provenance of a finished build; returns the
-    manifest's "records" entry: the files with their sha256, and the package count."""
+          reporter: Reporter, image_digest: str) -> dict[str, Any]:
+    """Write the SBOMs and (when sign is given) the provenance of a finished build whose image has
+    image_digest; returns the manifest's "records" entry: the files with their sha256, and the package count."""
     where = paths(manifest_path, version)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     sources, secret = inputs(recipe, base)
-    image = _image(recipe, outputs)
+    image = Artifact.of("image", f"{recipe.name}.{recipe.disk.format}", image_digest)
     inventory = Inventory(image, contents.os, contents.packages, sources, contents.licence_texts,
                           created=build_time(datetime.now(timezone.utc)))
     spdx.write(inventory, where["spdx"])
@@ -137,20 +137,23 @@ def summarise_change(before: list[Package] | None, record: dict[str, Any], repor
 
 
 def subjects(image: Artifact, outputs: list[dict[str, Any]]) -> list[Artifact]:
-    """What the provenance vouches for: the image, and each file and volume it was published as."""
+    """What the provenance vouches for: the image, and each file, volume and registry image (by its
+    manifest's digest) it was published as."""
     found = [image]
     for output in outputs:
-        name = Path(output["path"]).name if output["type"] == "file" else f"{output['pool']}/{output['volume']}"
-        found.append(Artifact.of(output["type"], name, output["digest"], output.get("uri", "")))
+        found.append(Artifact.of(output["type"], _published_name(output), output["digest"], output.get("uri", "")))
     unique: dict[str, Artifact] = {}
     for artifact in found:
         unique.setdefault(artifact.name, artifact)
     return list(unique.values())
 
 
-def _image(recipe: Recipe, outputs: list[dict[str, Any]]) -> Artifact:
-    digest = outputs[0]["digest"] if outputs else "sha256:" + "0" * 64
-    return Artifact.of("image", f"{recipe.name}.{recipe.disk.format}", digest)
+def _published_name(output: dict[str, Any]) -> str:
+    if output["type"] == "file":
+        return Path(output["path"]).name
+    if output["type"] == "oci":
+        return output["ref"]
+    return f"{output['pool']}/{output['volume']}"
 
 
 def _file_entry(path: Path) -> dict[str, str]:

@@ -52,7 +52,7 @@ def test_records_of_a_versioned_signed_build(tmp_path, monkeypatch):
     stream = io.StringIO()
     manifest = tmp_path / "state" / "web.manifest.json"
     written = records.write(loaded, base, contents, outputs, manifest, "tcg", datetime.now(timezone.utc),
-                            loaded.sign, 3, Reporter("plain", stream))
+                            loaded.sign, 3, Reporter("plain", stream), "sha256:" + "a" * 64)
     assert {k: v["path"].rsplit("/", 1)[-1] for k, v in written.items() if isinstance(v, dict)} == \
         {"spdx": "web-3.spdx.json", "cyclonedx": "web-3.cdx.json", "provenance": "web-3.intoto.jsonl"}
     envelope = json.loads((tmp_path / "state" / "web-3.intoto.jsonl").read_text())
@@ -77,11 +77,11 @@ def test_the_change_line_compares_with_the_sbom_the_new_one_replaces(tmp_path):
     manifest = tmp_path / "web.manifest.json"
     earlier = {"records": records.write(loaded, base, records.Contents(system, [Package("openssl", "3.0.15-1", "amd64")]),
                                         outputs, manifest, "tcg", datetime.now(timezone.utc), None, None,
-                                        Reporter("plain", io.StringIO()))}
+                                        Reporter("plain", io.StringIO()), "sha256:" + "a" * 64)}
     before = records.earlier_packages(earlier)
     newer = records.Contents(system, [Package("openssl", "3.0.16-1", "amd64"), Package("tree", "2.1.0-1", "amd64")])
     written = records.write(loaded, base, newer, outputs, manifest, "tcg", datetime.now(timezone.utc), None, None,
-                            Reporter("plain", io.StringIO()))
+                            Reporter("plain", io.StringIO()), "sha256:" + "a" * 64)
     assert written["cyclonedx"]["path"] == earlier["records"]["cyclonedx"]["path"], "the same file, replaced"
     stream = io.StringIO()
     records.summarise_change(before, written, Reporter("plain", stream))
@@ -96,3 +96,14 @@ def test_a_file_published_by_its_sha512_is_a_sha512_subject():
     outputs = [{"type": "file", "path": "/srv/repo/golden.xz", "digest": f"sha512:{sha512}"}]
     _, published = records.subjects(Artifact.of("image", "golden.qcow2", "sha256:" + "cd" * 32), outputs)
     assert (published.name, published.algorithm, published.hex) == ("golden.xz", "sha512", sha512)
+
+
+def test_a_pushed_image_is_a_subject_by_its_manifest_digest_and_the_image_keeps_its_own():
+    """Outputs come in publishing order (other formats and registries first): the image subject carries
+    the image's digest, not the first output's, and a registry image is named by its ref."""
+    image = Artifact.of("image", "golden.qcow2", "sha256:" + "cd" * 32)
+    outputs = [{"type": "file", "path": "/out/golden.ova", "digest": "sha256:" + "0a" * 32},
+               {"type": "oci", "ref": "127.0.0.1:5000/golden:1", "digest": "sha256:" + "0b" * 32, "size": 612}]
+    found = records.subjects(image, outputs)
+    assert [(a.name, a.hex) for a in found] == [("golden.qcow2", "cd" * 32), ("golden.ova", "0a" * 32),
+                                                ("127.0.0.1:5000/golden:1", "0b" * 32)]
