@@ -21,7 +21,7 @@ from baseimage import newest_test_base
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from imagebuilder.manifest import file_digest  # noqa: E402
+from imagebuilder.files import file_digest  # noqa: E402
 from tests.integration.httpserver import FileServer  # noqa: E402
 
 RECIPE = """[image]

@@ -63,7 +63,7 @@ def upload(conn, pool, image: Path, fmt: str, sparse: bool) -> tuple[int, float,
     transfer = quiet_transfer(allocated(image))
     name = f"bench.{fmt}"
     began = time.monotonic()
-    vol = storage.upload_file(conn, pool, name, image, fmt, force=True, transfer=transfer, sparse=sparse)
+    vol = storage.upload_file(conn, pool, name, image, fmt, force=True, advance=transfer.advance, sparse=sparse)
     seconds = time.monotonic() - began
     landed = allocated(Path(vol.path()))
     vol.delete(0)

@@ -1,12 +1,23 @@
-"""Making a finished file visible under its final name, atomically, without clobbering a stranger's."""
+"""Files on the host: hashing one in chunks, and making a finished file visible under its final
+name, atomically, without clobbering a stranger's."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from pathlib import Path
 
 from imagebuilder.errors import HostError
+
+
+def file_digest(path: Path, algo: str = "sha256") -> str:
+    """ALGO:HEX digest of a file (sha256 unless told), read in chunks."""
+    hasher = hashlib.new(algo)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return f"{algo}:{hasher.hexdigest()}"
 
 
 def place(src: Path, dst: Path, replace: bool) -> None:

@@ -35,17 +35,19 @@ from typing import Any
 import libvirt
 
 from imagebuilder import accel as accelerator
-from imagebuilder import cloudinit, manifest
+from imagebuilder import cloudinit, files, manifest, osinfo
+from imagebuilder.deploy import watchdog
+from imagebuilder.deploy.spec import serial_log_path
 from imagebuilder.errors import BuildError, InputError, VirtError
 from imagebuilder.guest import args, commands_file, clones
 from imagebuilder.guest.ops import REGISTRY
+from imagebuilder.hardware import generate_mac
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Machine, Recipe, Step
 from imagebuilder.undo import Undo
-from imagebuilder.virt import (boot, capabilities, clone as virt_clone, connection, domain, network, osinfo,
-                               storage, wait)
-from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, NicSpec, domain_xml, generate_mac, validate_xml
-from imagebuilder.virt.spec import format_size, serial_log_path
+from imagebuilder.units import format_size
+from imagebuilder.virt import capabilities, clone as virt_clone, connection, domain, network, storage, wait
+from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, NicSpec, domain_xml, validate_xml
 
 ROLE = "clone"
 
@@ -347,7 +349,7 @@ class _Up:
         while pending or booting:
             while pending and len(booting) < limit:
                 machine, dom = pending.pop(0)
-                dom, accel = boot.start(self.conn, dom, self.reporter.info)
+                dom, accel = watchdog.start(self.conn, dom, self.reporter.info)
                 self.reporter.info(f"{machine.name}: started ({accel})")
                 self.result.started.append(machine.name)
                 booting.append((machine, dom))
@@ -562,7 +564,7 @@ def _not_ours(recipe: Recipe, golden: libvirt.virStorageVol, conn: libvirt.virCo
     if not outputs:
         return f"the manifest {path} does not name it"
     if connection.is_local(conn) and Path(golden.path()).is_file():
-        if manifest.file_digest(Path(golden.path())) != outputs[0].get("digest"):
+        if files.file_digest(Path(golden.path())) != outputs[0].get("digest"):
             return f"its content is not what the build recorded in {path} (replaced since?)"
     return None
 
@@ -624,7 +626,7 @@ def clone(uri: str | None, pool_name: str, volume: str, name: str, count: int, c
             if storage.find_volume(pool, f"{clone_name}.qcow2") is not None:
                 raise BuildError(f"volume {clone_name}.qcow2 already exists in pool {pool_name}; it is left alone")
         golden_path = Path(golden.path())
-        before = manifest.file_digest(golden_path)
+        before = files.file_digest(golden_path)
         disks = []
         for clone_name, steps in plans:
             vol = virt_clone.create_overlay(pool, f"{clone_name}.qcow2", golden)
@@ -637,7 +639,7 @@ def clone(uri: str | None, pool_name: str, volume: str, name: str, count: int, c
             reporter.info(f"{clone_name}: overlay {pool_name}/{clone_name}.qcow2 on {volume}")
         needs_network = any(REGISTRY[s.op].needs_network for _, steps in plans for s in steps)
         clones.personalize(disks, accel, reporter, network=needs_network)
-        after = manifest.file_digest(golden_path)
+        after = files.file_digest(golden_path)
         if after != before:
             raise BuildError(f"the golden volume {pool_name}/{volume} changed while cloning ({before} -> {after})")
         reporter.info(f"golden volume {pool_name}/{volume} unchanged: {before}")

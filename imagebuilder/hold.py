@@ -12,7 +12,8 @@ from imagebuilder.pipeline import BuildOptions, outputs_locked
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.undo import Undo
-from imagebuilder.virt import connection, domain, retention, storage
+from imagebuilder.deploy import retention
+from imagebuilder.virt import connection, domain, storage
 
 NEWEST = "newest"
 

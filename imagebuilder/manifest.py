@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timezone
@@ -12,15 +11,6 @@ from typing import Any
 from imagebuilder import __version__, stages
 from imagebuilder.recipe import Recipe
 from imagebuilder.sources.base import BaseImage
-
-
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    """ALGO:HEX digest of a file (sha256 unless told), read in chunks."""
-    hasher = hashlib.new(algo)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return f"{algo}:{hasher.hexdigest()}"
 
 
 def state_dir() -> Path:

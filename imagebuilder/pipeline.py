@@ -20,6 +20,7 @@ from imagebuilder import accel as accelerator
 from imagebuilder import disk, files, manifest, rebuild, sharedcache, stages, versions
 from imagebuilder.attest import records
 from imagebuilder.cache import Cache
+from imagebuilder.deploy import hosts as libvirt_hosts, retention
 from imagebuilder.errors import BuildError, VirtError
 from imagebuilder.guest.customize import customize
 from imagebuilder.progress import Reporter
@@ -29,8 +30,7 @@ from imagebuilder.publish import Elsewhere, is_current
 from imagebuilder.sources import bootstrap, local, oci, template, url
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.undo import Undo
-from imagebuilder.virt import connection, domain, retention, storage
-from imagebuilder.virt import hosts as libvirt_hosts
+from imagebuilder.virt import connection, domain, storage
 
 BOOTSTRAP_DEFAULT_SIZE = 4 << 30
 STEP_OFFSET = 1  # stages are base, prepare, then one per step: step k (from 1) is stage k + 1
@@ -356,7 +356,7 @@ class _Build:
             with self.reporter.phase("compression"):
                 disk.compress(work)
         with self.reporter.phase("digest"):
-            digest = self.image_digest = manifest.file_digest(work)
+            digest = self.image_digest = files.file_digest(work)
         if any(host.template for host in self.hosts):
             when = datetime.now(timezone.utc)
             number = retention.choose_names(self.hosts, self.versions, digest, when)

@@ -22,14 +22,15 @@ import libvirt
 
 from imagebuilder import accel as accelerator, disk
 from imagebuilder.checks import Check, Outcome, Report, judge_command
+from imagebuilder.deploy import watchdog
+from imagebuilder.deploy.spec import serial_log_path
 from imagebuilder.errors import BuildError, InputError
 from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.run import run
-from imagebuilder.virt import boot, connection, domain, storage
+from imagebuilder.virt import connection, domain, storage
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
-from imagebuilder.virt.spec import serial_log_path
 from imagebuilder.virt.wait import agent_exec, wait_for_agent, wait_for_boot
 
 BOOT_TIMEOUT = 600
@@ -180,7 +181,7 @@ def _booted(recipe: Recipe, image: Path, fmt: str, accel: str, uri: str, checks:
                 spec = _throwaway_spec(recipe, name, pool.name(), accelerator.effective(accel), serial_log)
                 dom = conn.createXML(domain_xml(spec), 0)
                 try:
-                    dom, _accel = boot.watch(conn, dom, reporter.info)
+                    dom, _accel = watchdog.watch(conn, dom, reporter.info)
                     wait_for_agent(dom, recipe.domain.timeout if recipe.domain else BOOT_TIMEOUT, serial_log)
                     reporter.info("guest agent answered; waiting for the boot to finish")
                     wait_for_boot(dom, BOOT_TIMEOUT)

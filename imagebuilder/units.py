@@ -1,4 +1,4 @@
-"""Parsing of sizes ("8G", "2GiB") and durations ("300s", "5m") written in recipes."""
+"""Sizes ("8G", "2GiB") and durations ("300s", "5m") as recipes write them, and sizes for messages."""
 
 from __future__ import annotations
 
@@ -47,3 +47,12 @@ def parse_duration(text: str | int) -> int:
     if seconds <= 0:
         raise ValueError("a duration must be greater than zero")
     return seconds
+
+
+def format_size(nbytes: float) -> str:
+    """1.5 GiB, 512 MiB, 10 KiB: for messages."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}".replace(".0 ", " ")
+        nbytes /= 1024
+    return f"{nbytes:.1f} GiB"

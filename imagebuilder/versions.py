@@ -1,7 +1,7 @@
 """Versioned output names: a volume name template such as "web-{date}-{n}.qcow2", the history of
 the versions a recipe's builds made (kept in its manifest), and which of them retention removes.
 
-Pure functions on names and records; making the alias and deleting volumes is virt/retention.py.
+Pure functions on names and records; making the alias and deleting volumes is deploy/retention.py.
 """
 
 from __future__ import annotations

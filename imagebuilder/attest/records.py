@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import manifest
+from imagebuilder import files
 from imagebuilder.attest import changes, provenance, signing
 from imagebuilder.guest import passwords
 from imagebuilder.guest.inventory import NoPackageDatabase, read_packages
@@ -157,7 +157,7 @@ def _published_name(output: dict[str, Any]) -> str:
 
 
 def _file_entry(path: Path) -> dict[str, str]:
-    return {"path": str(path), "sha256": digest_hex(manifest.file_digest(path))}
+    return {"path": str(path), "sha256": digest_hex(files.file_digest(path))}
 
 
 def _base_name(base: BaseImage) -> str:

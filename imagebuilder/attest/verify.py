@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import manifest
+from imagebuilder import files, manifest
 from imagebuilder.attest import provenance, signing
 from imagebuilder.errors import ImageBuilderError, InputError
 from imagebuilder.sbom.model import digest_hex
@@ -63,7 +63,7 @@ def target(image: str, pool: str | None, uri: str | None) -> Target:
 def digest_of(found: Target) -> tuple[str, str]:
     """The sha256 of the target and how it was read."""
     if found.file is not None:
-        return manifest.file_digest(found.file), "read from the file"
+        return files.file_digest(found.file), "read from the file"
     from imagebuilder.virt.digest import volume_digest
     return volume_digest(found.uri, found.pool, found.volume)
 

@@ -48,7 +48,7 @@ def xml_command(
 ) -> None:
     """Print the domain XML a recipe makes (checked with virt-xml-validate), without building."""
     from imagebuilder import accel as accelerator
-    from imagebuilder.virt.spec import recipe_xml
+    from imagebuilder.deploy.spec import recipe_xml
     with exit_on_error():
         text = recipe_xml(recipe.load(path), accelerator.choose(accel))
     typer.echo(text, nl=False)

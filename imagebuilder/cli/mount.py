@@ -71,8 +71,8 @@ def _image(target: str, pool_name: str, uri: Optional[str]) -> Path:
 
 def _refuse_in_use(image: Path, uri: Optional[str]) -> None:
     """--rw: refuse an image a running domain (or any process, such as another mount) has open."""
+    from imagebuilder.deploy.retention import held_open
     from imagebuilder.virt import connection, domain
-    from imagebuilder.virt.retention import held_open
 
     users = held_open(str(image))
     try:

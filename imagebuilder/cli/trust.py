@@ -55,7 +55,7 @@ def sbom(
     accel: AccelOpt = None,
 ) -> None:
     """Write an SBOM (SPDX and CycloneDX) of any image, from its own package database (one read-only launch)."""
-    from imagebuilder import accel as accelerator, disk, manifest
+    from imagebuilder import accel as accelerator, disk, files
     from imagebuilder.guest.snapshot import read_images
     from imagebuilder.sbom import cyclonedx as cdx, spdx as spdx_writer
     from imagebuilder.sbom.model import Artifact, Inventory, digest_hex
@@ -64,7 +64,7 @@ def sbom(
             raise InputError(f"{image}: no such file")
         fmt, _size = disk.probe(image)
         (snapshot,) = read_images([image], fmt, accelerator.choose(accel))
-        inventory = Inventory(Artifact("image", image.name, digest_hex(manifest.file_digest(image))), snapshot.os,
+        inventory = Inventory(Artifact("image", image.name, digest_hex(files.file_digest(image))), snapshot.os,
                               snapshot.packages, licence_texts=snapshot.licence_texts)
         stem = image.name.split(".", 1)[0]
         spdx = spdx or Path(f"{stem}.spdx.json")

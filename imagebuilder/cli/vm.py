@@ -46,7 +46,8 @@ def vm_start(
     timeout: Annotated[str, typer.Option(help="How long to wait, e.g. 300s or 10m.")] = "10m",
 ) -> None:
     """Start (boot) a defined domain, and optionally wait until it is ready."""
-    from imagebuilder.virt import boot, connection, domain, wait as waiting
+    from imagebuilder.deploy import watchdog
+    from imagebuilder.virt import connection, domain, wait as waiting
     try:
         kind, text = recipe.parse_wait(wait)
     except ValueError as exc:
@@ -61,7 +62,7 @@ def vm_start(
             domain.start(dom)
             message = f"started {name}"
         else:
-            dom, accel = boot.start(conn, dom, lambda line: typer.echo(line, err=True))
+            dom, accel = watchdog.start(conn, dom, lambda line: typer.echo(line, err=True))
             message = f"started {name} ({accel})"
         if kind != "none":
             log = domain.serial_log_of(dom) if connection.is_local(conn) else None

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagebuilder.files import file_digest
+
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 # Never in a package spec of any package manager: shell syntax (specs go to the manager as argv
@@ -129,7 +131,7 @@ def host_path(value: Any, ctx: ArgContext, want_dir: bool | None = False, secret
 def content_digest(path: Path) -> str:
     """sha256 of a file's bytes, or of a directory tree (names, types, modes, contents, link targets)."""
     if not path.is_dir():
-        return "sha256:" + _file_sha256(path)
+        return file_digest(path)
     tree = hashlib.sha256()
     for root, dirs, files in os.walk(path):
         dirs.sort()
@@ -140,21 +142,13 @@ def content_digest(path: Path) -> str:
             if stat.S_ISLNK(info.st_mode):
                 entry = f"l {rel} {os.readlink(full)}"
             elif stat.S_ISREG(info.st_mode):
-                entry = f"f {rel} {stat.S_IMODE(info.st_mode):o} {_file_sha256(full)}"
+                entry = f"f {rel} {stat.S_IMODE(info.st_mode):o} {file_digest(full).removeprefix('sha256:')}"
             elif stat.S_ISDIR(info.st_mode):
                 entry = f"d {rel} {stat.S_IMODE(info.st_mode):o}"
             else:
                 entry = f"o {rel}"
             tree.update(entry.encode() + b"\0")
     return "sha256:" + tree.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hostname(value: Any) -> str:

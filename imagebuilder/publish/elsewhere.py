@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import files, manifest, ocilayout, registry, versions
+from imagebuilder import files, ocilayout, registry, versions
 from imagebuilder.errors import BuildError
 from imagebuilder.ocilayout import Descriptor
 from imagebuilder.progress import Reporter
@@ -96,7 +96,7 @@ class Elsewhere:
                              "(use --force to replace it)") from None
         undo.created(f"output file {dest}", lambda: dest.unlink(missing_ok=True))
         reporter.info(f"{target} file: {dest}")
-        return {"type": "file", "path": str(dest), "format": target, "digest": manifest.file_digest(dest)}
+        return {"type": "file", "path": str(dest), "format": target, "digest": files.file_digest(dest)}
 
     def _push(self, image: Path, fmt: str, digest: str, item: OciOutput, when: datetime, number: int, undo: Undo,
               reporter: Reporter) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from imagebuilder import disk
-from imagebuilder.manifest import file_digest
+from imagebuilder.files import file_digest
 from imagebuilder.progress import Reporter
 from imagebuilder.publish import formats
 from imagebuilder.recipe.model import Domain

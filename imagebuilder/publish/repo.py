@@ -20,7 +20,7 @@ from typing import Any
 
 from imagebuilder import disk
 from imagebuilder.errors import BuildError
-from imagebuilder.manifest import file_digest
+from imagebuilder.files import file_digest
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe.model import RepoOutput
 from imagebuilder.run import require, run

@@ -6,10 +6,9 @@ import dataclasses
 import ipaddress
 import re
 
-from imagebuilder import units
+from imagebuilder import hardware, osinfo, units
 from imagebuilder.recipe.model import FORMATS, DataDisk, Domain, Interface
 from imagebuilder.recipe.tables import Table, check_name, check_volume
-from imagebuilder.virt import domainxml, osinfo
 
 _MACHINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _BRIDGE = re.compile(r"^[^/\s:]{1,15}$")  # a Linux interface name
@@ -57,21 +56,21 @@ def parse_domain(table: Table | None, name: str) -> Domain | None:
         return None
     domain_name = table.convert("name", str, check_name, name)
     wait, wait_text = table.convert("wait", str, parse_wait, ("agent", None))
-    graphics = table.choice("graphics", domainxml.GRAPHICS, "none")
+    graphics = table.choice("graphics", hardware.GRAPHICS, "none")
     if "listen" in table.data and graphics == "none":
         raise table.error("listen", "a listen address needs graphics = \"vnc\" or \"spice\"")
     domain = Domain(
         name=domain_name,
         memory=table.convert("memory", (str, int), units.parse_size, 1 << 30),
         vcpus=table.get("vcpus", int, 1),
-        cpu=table.convert("cpu", str, lambda v: _choose(v, domainxml.CPU_MODES)),
+        cpu=table.convert("cpu", str, lambda v: _choose(v, hardware.CPU_MODES)),
         machine=table.convert("machine", str, _check_machine, "pc"),
-        firmware=table.choice("firmware", domainxml.FIRMWARES, "bios"),
+        firmware=table.choice("firmware", hardware.FIRMWARES, "bios"),
         interfaces=_interfaces(table),
         disks=data_disks(table, domain_name),
         graphics=graphics,
         listen=table.convert("listen", str, _check_listen, "127.0.0.1"),
-        video=table.choice("video", domainxml.VIDEOS, "vga"),
+        video=table.choice("video", hardware.VIDEOS, "vga"),
         memballoon=table.get("memballoon", bool, True),
         rng=table.get("rng", bool, True),
         agent=table.get("agent", bool, True),
@@ -133,8 +132,8 @@ def _interface(table: Table, default_network: str | None = None) -> Interface:
             raise table.error(None, "name a libvirt network (network = \"default\") or a host bridge (bridge = \"br0\")")
         network = default_network
     nic = Interface(network=network, bridge=bridge,
-                    mac=table.convert("mac", str, domainxml.check_mac),
-                    model=table.convert("model", str, lambda v: _choose(v, domainxml.NIC_MODELS), "virtio"))
+                    mac=table.convert("mac", str, hardware.check_mac),
+                    model=table.convert("model", str, lambda v: _choose(v, hardware.NIC_MODELS), "virtio"))
     if default_network is None:
         table.finish()
     return nic
@@ -154,7 +153,7 @@ def data_disks(table: Table, domain_name: str) -> tuple[DataDisk, ...]:
         if size is not None and volume is None:
             volume = f"{domain_name}-disk{index + 1}.{fmt or 'qcow2'}"
         disks.append(DataDisk(volume=volume, size=size, format=fmt or ("qcow2" if size else None),
-                              bus=item.choice("bus", domainxml.DISK_BUSES, "virtio"),
+                              bus=item.choice("bus", hardware.DISK_BUSES, "virtio"),
                               pool=item.convert("pool", str, check_name)))
         item.finish()
     names = [(disk.pool, disk.volume) for disk in disks]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from imagebuilder import units
+from imagebuilder import hardware, units
 from imagebuilder.guest import args
 from imagebuilder.recipe.domain import data_disks
 from imagebuilder.recipe.model import Domain, Interface, Machine, Output
 from imagebuilder.recipe.tables import Loader, Table, check_name
-from imagebuilder.virt import domainxml
 
 _FLEET_PATTERN = re.compile(r"^[^{}]*\{n(?::0[1-9])?\}[^{}]*$")
 
@@ -103,7 +102,7 @@ def _machine_domain(table: Table | None, template: Domain, name: str) -> Domain:
     elif network is not None:
         network = table.convert("network", str, check_name)
         interfaces = (Interface(network=network, model=interfaces[0].model if interfaces else "virtio"),)
-    mac = table.convert("mac", str, domainxml.check_mac)
+    mac = table.convert("mac", str, hardware.check_mac)
     if mac is not None:
         if not interfaces:
             raise table.error("mac", "the machine has no network interface (network = \"none\")")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from imagebuilder import disk
 from imagebuilder.cache import Cache
-from imagebuilder.manifest import file_digest
+from imagebuilder.files import file_digest
 from imagebuilder.sources.base import BaseImage
 
 

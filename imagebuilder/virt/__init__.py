@@ -1,4 +1,4 @@
-"""The libvirt adapter: connections, storage pools and volumes, domains and waiting for guests.
-
-Only the modules of this package import `libvirt`, so the rest of the project runs without it.
+"""The thin libvirt adapter: connections, storage pools and volumes, streams, networks, domains and
+their XML, consoles and waiting for guests. It takes plain values and callables and imports, of this
+project, only errors, files, hardware and run (docs/architecture.md); deploy/ decides above it.
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import libvirt
 
-from imagebuilder import manifest
+from imagebuilder import files
 from imagebuilder.errors import InputError, VirtError
 from imagebuilder.virt import connection, storage
 
@@ -28,7 +28,7 @@ def volume_digest(uri: str | None, pool_name: str, volume: str) -> tuple[str, st
         if vol is None:
             raise InputError(f"there is no volume '{volume}' in pool '{pool_name}' at {conn.getURI()}")
         if storage.local_target_dir(conn, pool) is not None and Path(vol.path()).is_file():
-            return manifest.file_digest(Path(vol.path())), f"read in place ({vol.path()})"
+            return files.file_digest(Path(vol.path())), f"read in place ({vol.path()})"
         return _streamed(conn, vol), f"downloaded through libvirt from {conn.getURI()}"
 
 

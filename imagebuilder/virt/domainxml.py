@@ -7,50 +7,24 @@ This module does not import `libvirt`: `imagebuilder xml` and the unit tests use
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from imagebuilder.errors import BuildError, HostError, InputError
+from imagebuilder.hardware import (ACCELS, CPU_MODES, DISK_BUSES, DISK_FORMATS, FIRMWARES, GRAPHICS, NIC_KINDS,
+                                   NIC_MODELS, VIDEOS, check_mac)
 from imagebuilder.run import run
 
-ACCELS = ("kvm", "tcg")
-CPU_MODES = ("host-passthrough", "host-model", "maximum")
-FIRMWARES = ("bios", "efi")
-GRAPHICS = ("none", "vnc", "spice")
-VIDEOS = ("vga", "virtio", "qxl", "bochs", "cirrus", "none")
-DISK_FORMATS = ("qcow2", "raw")
-DISK_BUSES = ("virtio", "sata", "scsi")
-NIC_KINDS = ("network", "bridge")
-NIC_MODELS = ("virtio", "e1000e", "e1000", "rtl8139")
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 OSINFO_NS = "http://libosinfo.org/xmlns/libvirt/domain/1.0"
 IMAGEBUILDER_NS = "urn:x-imagebuilder:domain:1"
-MAC_PREFIX = "52:54:00"
 
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _DEV_PREFIX = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
 
 ET.register_namespace("libosinfo", OSINFO_NS)
 ET.register_namespace("imagebuilder", IMAGEBUILDER_NS)
-
-
-def check_mac(text: str) -> str:
-    """The MAC address in canonical lower case; ValueError unless it is a unicast MAC."""
-    mac = text.strip().lower()
-    if not _MAC.match(mac):
-        raise ValueError(f"'{text}' is not a MAC address; write it like \"52:54:00:12:34:56\"")
-    if int(mac[:2], 16) & 1:
-        raise ValueError(f"'{text}' is a multicast address; a NIC needs a unicast one (first byte even)")
-    return mac
-
-
-def generate_mac() -> str:
-    """A random MAC address with QEMU's 52:54:00 prefix, as libvirt itself makes them."""
-    return MAC_PREFIX + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
 
 
 @dataclass(frozen=True)

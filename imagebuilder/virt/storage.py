@@ -8,13 +8,13 @@ import logging
 import os
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
 
 from imagebuilder import files
 from imagebuilder.errors import BuildError, InputError, VirtError
-from imagebuilder.progress import Transfer
 from imagebuilder.run import run
 from imagebuilder.virt.connection import is_local
 
@@ -104,6 +104,14 @@ def local_target_dir(conn: libvirt.virConnect, pool: libvirt.virStoragePool) -> 
     """The pool's directory when files written there become its volumes (local dir/fs pool)."""
     kind, path = _pool_type_and_path(pool)
     return path if kind in ("dir", "fs") and is_local(conn) else None
+
+
+def refresh_pool(pool: libvirt.virStoragePool) -> None:
+    """Have libvirt read the pool's volumes again (after files in its directory changed)."""
+    try:
+        pool.refresh(0)
+    except libvirt.libvirtError as exc:
+        raise VirtError(f"cannot refresh pool {pool.name()}: {exc.get_error_message()}") from None
 
 
 def find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
@@ -245,12 +253,12 @@ class Cancelled(Exception):
 
 
 def upload_file(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, src: Path,
-                fmt: str, force: bool, transfer: Transfer | None = None,
+                fmt: str, force: bool, advance: Callable[[int], None] | None = None,
                 cancel: threading.Event | None = None, sparse: bool = True) -> libvirt.virStorageVol:
     """Create volume `name` in format `fmt` and send the bytes of `src` into it as a sparse stream.
 
-    Holes of `src` are sent as holes, so `transfer` (if given) counts only the allocated bytes.
-    Setting `cancel` stops the upload (Cancelled). On any failure the stream is aborted and the
+    Holes of `src` are sent as holes: `advance` (if given) is called with the size of each chunk of
+    allocated bytes sent. Setting `cancel` stops the upload (Cancelled). On any failure the stream is aborted and the
     new volume deleted. `sparse=False` sends every byte (for comparison in bench/upload.py).
     """
     check_volume_name(name)
@@ -269,8 +277,8 @@ def upload_file(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: st
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"upload of {name} cancelled")
         data = os.read(fd, nbytes)
-        if transfer is not None:
-            transfer.advance(len(data))
+        if advance is not None:
+            advance(len(data))
         return data
 
     def skip(_stream: libvirt.virStream, length: int, fd: int) -> int:

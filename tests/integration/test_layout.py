@@ -20,7 +20,7 @@ from imagebuilder.guest.session import Drive, GuestSession
 from imagebuilder.progress import Reporter
 from imagebuilder.run import run
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml
-from imagebuilder.virt.spec import serial_log_path
+from imagebuilder.deploy.spec import serial_log_path
 from imagebuilder.virt.wait import SerialLog, wait_for_serial
 from tests.integration.helpers import unique
 

@@ -69,7 +69,7 @@ def test_the_loopback_host_is_remote_and_separate(remote_conn, conn, pool):
 
 def test_sparse_upload_to_the_remote_host_sends_about_the_allocation(remote_conn, remote_pool, image):
     transfer = Reporter(mode="plain", stream=open(os.devnull, "w")).transfer("upload", allocated(image))
-    vol = upload_file(remote_conn, remote_pool, "copy.qcow2", image, "qcow2", force=False, transfer=transfer)
+    vol = upload_file(remote_conn, remote_pool, "copy.qcow2", image, "qcow2", force=False, advance=transfer.advance)
     target = Path(vol.path())
     assert sha256(target) == sha256(image)
     assert 24 * MiB <= transfer.done <= 1.1 * allocated(image), (transfer.done, allocated(image))

@@ -67,7 +67,7 @@ def test_a_second_runner_resumes_from_the_checkpoint_in_the_registry(tmp_path, l
 
 def pushed_digest(pushed: dict, document: dict) -> str:
     """The sha256 of the checkpoint blob pushed (the access log names uploads by digest)."""
-    from imagebuilder.manifest import file_digest
+    from imagebuilder.files import file_digest
     from pathlib import Path
     manifest_dir = Path(document["outputs"][0]["path"]).parent
     return file_digest(manifest_dir / "cache" / "stages" / f"{pushed['key']}.qcow2").split(":")[1]

@@ -20,13 +20,14 @@ import libvirt
 import pytest
 
 from imagebuilder.errors import BuildError, HostError, InputError, VirtError
+from imagebuilder.hardware import generate_mac
 from imagebuilder.progress import Reporter
 from imagebuilder.run import run
 from imagebuilder.virt.connection import connect, is_local
 from imagebuilder.virt import capabilities
 from imagebuilder.virt.domain import define, domain_exists, remove_by_uuid, remove_domain, start
 from imagebuilder.virt.domainxml import (
-    OSINFO_NS, DiskSpec, DomainSpec, NicSpec, domain_xml, generate_mac, read_metadata, validate_xml,
+    OSINFO_NS, DiskSpec, DomainSpec, NicSpec, domain_xml, read_metadata, validate_xml,
 )
 from imagebuilder.virt.network import check_network, ensure_network, network_exists, remove_network
 from imagebuilder.virt.storage import (
@@ -159,7 +160,7 @@ def test_adopt_file_refuses_a_file_outside_the_pool(pool, tmp_path):
 def test_upload_is_sparse_and_exact(conn, pool, pool_dir, images, fmt):
     src = images[fmt]
     transfer = quiet_transfer()
-    vol = upload_file(conn, pool, f"up.{fmt}", src, fmt, force=False, transfer=transfer)
+    vol = upload_file(conn, pool, f"up.{fmt}", src, fmt, force=False, advance=transfer.advance)
     path = Path(vol.path())
     assert path.parent == pool_dir
     assert vol.info()[1] == GiB  # capacity
@@ -193,7 +194,7 @@ class StoppingTransfer:
 def test_interrupted_upload_leaves_no_volume(conn, pool, pool_dir, images):
     with pytest.raises(Stop):
         upload_file(conn, pool, "cut.qcow2", images["qcow2"], "qcow2", force=False,
-                    transfer=StoppingTransfer())
+                    advance=StoppingTransfer().advance)
     pool.refresh(0)
     assert not volume_exists(pool, "cut.qcow2")
     assert os.listdir(pool_dir) == []

@@ -10,7 +10,7 @@ from typing import Any
 from imagebuilder import pipeline, recipe
 from imagebuilder.pipeline import BuildOptions, BuildResult
 from imagebuilder.progress import Reporter
-from imagebuilder.virt.spec import SERIAL_LOG_DIR
+from imagebuilder.deploy.spec import SERIAL_LOG_DIR
 
 # A boot sector that prints "OK" on COM1, then echoes every byte it receives there: a guest that
 # boots in a second under TCG, talks on the serial console and ignores ACPI. Assembled from

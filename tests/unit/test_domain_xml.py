@@ -12,9 +12,10 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from imagebuilder.errors import BuildError, InputError
+from imagebuilder.hardware import check_mac, generate_mac
 from imagebuilder.virt.domainxml import (
-    IMAGEBUILDER_NS, OSINFO_NS, DiskSpec, DomainSpec, NicSpec, check_mac, default_network_xml,
-    disk_targets, domain_xml, generate_mac, read_metadata, validate_xml,
+    IMAGEBUILDER_NS, OSINFO_NS, DiskSpec, DomainSpec, NicSpec, default_network_xml, disk_targets, domain_xml,
+    read_metadata, validate_xml,
 )
 
 MAC = "52:54:00:12:34:56"

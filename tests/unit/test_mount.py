@@ -31,7 +31,8 @@ def test_a_missing_image_or_volume(tmp_path, monkeypatch):
 
 def test_rw_is_refused_while_a_running_domain_or_a_process_uses_the_image(image, tmp_path, monkeypatch):
     # guestmount's manual: mounting a live guest read-write corrupts it
-    from imagebuilder.virt import connection, domain, retention
+    from imagebuilder.deploy import retention
+    from imagebuilder.virt import connection, domain
 
     monkeypatch.setattr(retention, "held_open", lambda path: ["process 42 (qemu-system-x86)"])
     monkeypatch.setattr(connection, "connect", lambda uri: contextlib.nullcontext("conn"))

@@ -8,12 +8,11 @@ import xml.etree.ElementTree as ET
 import pytest
 from typer.testing import CliRunner
 
-from imagebuilder import recipe
+from imagebuilder import osinfo, recipe
 from imagebuilder.cli import app
+from imagebuilder.deploy.spec import domain_spec, recipe_xml
 from imagebuilder.errors import InputError
-from imagebuilder.virt import osinfo
 from imagebuilder.virt.domainxml import OSINFO_NS
-from imagebuilder.virt.spec import domain_spec, recipe_xml
 from tests.unit.recipes import MINIMAL, error_of, load, write
 
 runner = CliRunner()

@@ -14,8 +14,8 @@ from imagebuilder import versions
 from imagebuilder.errors import BuildError
 from imagebuilder.progress import Reporter
 from imagebuilder.undo import Undo
-from imagebuilder.virt import retention
-from imagebuilder.virt.hosts import Host
+from imagebuilder.deploy import retention
+from imagebuilder.deploy.hosts import Host
 from tests.unit import recipes
 
 WHEN = datetime(2026, 11, 26, 3, 4, 5)

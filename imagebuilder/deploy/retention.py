@@ -9,15 +9,16 @@ import os
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-import libvirt
+from typing import TYPE_CHECKING, Any
 
 from imagebuilder import versions
-from imagebuilder.errors import BuildError, ImageBuilderError, VirtError
+from imagebuilder.errors import BuildError, ImageBuilderError
 from imagebuilder.progress import Reporter
 from imagebuilder.undo import Undo
 from imagebuilder.virt import clone, connection, storage
+
+if TYPE_CHECKING:
+    import libvirt
 
 
 def choose_names(hosts: list[Any], history: list[dict[str, Any]], digest: str, when: datetime) -> int:
@@ -26,7 +27,7 @@ def choose_names(hosts: list[Any], history: list[dict[str, Any]], digest: str, w
     number = versions.next_number(history)
     templated = [host for host in hosts if host.template]
     for host in templated:
-        _refresh(host.pool)
+        storage.refresh_pool(host.pool)
     while True:
         names = {id(host): versions.render(host.template, when, digest, number) for host in templated}
         taken = [host for host in templated if storage.volume_exists(host.pool, names[id(host)])]
@@ -71,7 +72,7 @@ def point_alias(pool: libvirt.virStoragePool, directory: Path, alias: str, versi
     os.symlink(version, link)
     os.replace(link, path)
     undo.created(f"the alias {path}", lambda: _restore(pool, path, before))
-    _refresh(pool)
+    storage.refresh_pool(pool)
 
 
 def _restore(pool: libvirt.virStoragePool, path: Path, before: str | None) -> None:
@@ -82,7 +83,7 @@ def _restore(pool: libvirt.virStoragePool, path: Path, before: str | None) -> No
         link.unlink(missing_ok=True)
         os.symlink(before, link)
         os.replace(link, path)
-    _refresh(pool)
+    storage.refresh_pool(pool)
 
 
 def record(hosts: list[Any], number: int, digest: str, when: datetime) -> dict[str, Any]:
@@ -159,10 +160,3 @@ def held_open(path: str) -> list[str]:
         except OSError:
             continue  # gone meanwhile, or not ours to read
     return found
-
-
-def _refresh(pool: libvirt.virStoragePool) -> None:
-    try:
-        pool.refresh(0)
-    except libvirt.libvirtError as exc:
-        raise VirtError(f"cannot refresh pool {pool.name()}: {exc.get_error_message()}") from None

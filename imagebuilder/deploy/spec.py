@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import uuid as uuidlib
 
+from imagebuilder import osinfo
 from imagebuilder.errors import InputError
+from imagebuilder.hardware import generate_mac
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Domain, Recipe
-from imagebuilder.virt import osinfo
-from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, NicSpec, domain_xml, generate_mac, validate_xml
+from imagebuilder.units import format_size
+from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, NicSpec, domain_xml, validate_xml
 
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 
@@ -53,15 +55,6 @@ def domain_spec(recipe: Recipe, pool: str, volume: str, accel: str, facts: dict[
         serial_log=serial_log, osinfo_id=os_id, uuid=str(uuidlib.uuid4()),
         description=f"Built by imagebuilder from {recipe.file.name}",
         labels={"recipe": str(recipe.file.resolve()), "recipe-sha256": recipe.digest})
-
-
-def format_size(nbytes: float) -> str:
-    """1.5 GiB, 512 MiB, 10 KiB: for messages."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}".replace(".0 ", " ")
-        nbytes /= 1024
-    return f"{nbytes:.1f} GiB"
 
 
 def recipe_xml(recipe: Recipe, accel: str) -> str:

@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder import accel as accelerator, versions
+from imagebuilder.deploy import retention, watchdog
+from imagebuilder.deploy.spec import domain_spec, serial_log_path
 from imagebuilder.errors import BuildError, ImageBuilderError
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
 from imagebuilder.undo import Undo
-from imagebuilder.virt import boot, capabilities, clone, connection, domain, network, retention, storage, wait
+from imagebuilder.units import format_size
+from imagebuilder.virt import capabilities, clone, connection, domain, network, storage, wait
 from imagebuilder.virt.domainxml import DomainSpec, domain_xml, validate_xml
-from imagebuilder.virt.spec import domain_spec, format_size, serial_log_path
 
 
 @dataclass
@@ -162,7 +164,7 @@ def upload_all(hosts: list[Host], work: Path, fmt: str, digest: str, force: bool
         transfer = reporter.transfer(f"upload to {host.label}", allocated)
         started = time.monotonic()
         vol = storage.upload_file(host.conn, host.pool, host.volume, work, fmt, force and not host.template,
-                                  transfer, cancel)
+                                  transfer.advance, cancel)
         transfer.finish()
         return {"type": "volume", "uri": host.uri, "pool": host.pool_name, "volume": host.volume,
                 "path": vol.path(), "format": fmt, "digest": digest, "method": "sparse upload",
@@ -243,7 +245,7 @@ def deploy(hosts: list[Host], recipe: Recipe, facts: dict[str, str], force: bool
         host, dom, dspec = main["host"], main["dom"], main["spec"]
         if spec.start:
             with reporter.phase("start"):
-                dom, host.accel = boot.start(host.conn, dom, reporter.info)
+                dom, host.accel = watchdog.start(host.conn, dom, reporter.info)
             reporter.info(f"started domain {spec.name} at {host.uri} ({host.accel})")
             result["started"] = True
             if spec.wait != "none":
