@@ -1,8 +1,9 @@
-"""The on-disk cache: content-addressed base images and bootstrap results.
+"""The on-disk cache: content-addressed base images, bootstrap results, checkpoints, and packages.
 
 Entries appear only complete (temp file, then rename); concurrent builds serialize on file
 locks; every use touches an entry's mtime, which is what `cache prune` goes by. A small
-index maps URLs to digests and the validators (ETag, Last-Modified) seen.
+index maps URLs to digests and the validators (ETag, Last-Modified) seen. An entry of `packages`
+is a directory (one distribution, release and architecture; see guest/pkgcache.py), pruned whole.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_VAR = "IMAGEBUILDER_CACHE_DIR"
-KINDS = ("images", "bootstrap", "stages")
+KINDS = ("images", "bootstrap", "stages", "packages")
+TREES = ("packages",)  # the kinds whose entries are directories
 
 
 def default_dir() -> Path:
@@ -54,6 +58,18 @@ def sweep_partials(directory: Path) -> list[Path]:
         finally:
             os.close(fd)
     return swept
+
+
+def _allocated(path: Path) -> int:
+    """The bytes a file, or the files under a directory, take on disk (a file gone meanwhile counts 0)."""
+    total = 0
+    for item in path.rglob("*") if path.is_dir() else [path]:
+        try:
+            info = item.lstat()
+        except OSError:
+            continue
+        total += info.st_blocks * 512 if stat.S_ISREG(info.st_mode) else 0
+    return total
 
 
 @dataclass(frozen=True)
@@ -156,10 +172,9 @@ class Cache:
         for kind in KINDS:
             directory = self.root / kind
             for path in directory.glob("*") if directory.is_dir() else []:
-                if path.name.startswith(".") or not path.is_file():
+                if path.name.startswith(".") or not (path.is_dir() if kind in TREES else path.is_file()):
                     continue
-                stat = path.stat()
-                found.append(Entry(kind, path.name, path, stat.st_blocks * 512, stat.st_mtime,
+                found.append(Entry(kind, path.name, path, _allocated(path), path.stat().st_mtime,
                                    tuple(sorted(urls.get(f"{kind}/{path.name}", [])))))
         return sorted(found, key=lambda e: e.last_used, reverse=True)
 
@@ -174,7 +189,10 @@ class Cache:
                 doomed.append(entry)
         for entry in doomed:
             with self.lock(f"{entry.kind}/{entry.name}"):
-                entry.path.unlink(missing_ok=True)
+                if entry.path.is_dir():
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    entry.path.unlink(missing_ok=True)
         with self.index() as index:
             gone = {f"{e.kind}/{e.name}" for e in doomed}
             for url in [u for u, r in index.items() if r.get("entry") in gone]:

@@ -1,4 +1,4 @@
-"""`imagebuilder cache`: list and prune the download and bootstrap cache."""
+"""`imagebuilder cache`: list and prune the cache (downloads, bootstraps, checkpoints, packages)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import typer
 from imagebuilder.cli.common import CacheDirOpt, duration, fail
 from imagebuilder.errors import InputError
 
-app = typer.Typer(help="Manage the download and bootstrap cache.", no_args_is_help=True)
+app = typer.Typer(help="Manage the cache: base images, bootstraps, checkpoints and packages.", no_args_is_help=True)
 
 
 @app.command("list")
 def cache_list(cache_dir: CacheDirOpt = None,
                json_output: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False) -> None:
-    """List cached base images and bootstrap results, most recently used first."""
+    """List cache entries (base images, bootstraps, checkpoints, package sets), most recently used first."""
     from imagebuilder.cache import Cache
     entries = Cache(cache_dir).entries()
     if json_output:

@@ -84,3 +84,19 @@ def test_cli_prune_keep_keeps_the_most_recently_used(cache):
     assert not (cache.root / "images" / "sha256-aaa").exists()
     bad = runner.invoke(app, ["cache", "prune", "--keep", "-1", "--cache-dir", str(cache.root)])
     assert bad.exit_code == 2 and "--keep must be 0 or more" in bad.output
+
+
+def test_a_package_set_is_one_entry_listed_and_pruned_whole(cache):
+    where = cache.path("packages", "debian~bookworm~x86_64")
+    (where / "archives").mkdir(parents=True)
+    (where / "archives" / "tree_2.1.0-1_amd64.deb").write_bytes(b"x" * 8192)
+    (where / "lists.tar").write_bytes(b"y" * 8192)
+    then = time.time() - 20 * 86400
+    os.utime(where, (then, then))
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(app, ["cache", "list", "--json", "--cache-dir", str(cache.root)]).output)
+    assert [(e["kind"], e["name"]) for e in listed] == [("bootstrap", "ccc.tar"), ("images", "sha256-bbb"),
+                                                        ("packages", "debian~bookworm~x86_64"), ("images", "sha256-aaa")]
+    assert listed[2]["bytes"] >= 16384
+    assert [e.name for e in cache.prune(older_than=15 * 86400)] == ["debian~bookworm~x86_64", "sha256-aaa"]
+    assert not where.exists() and (cache.root / "packages").is_dir()
