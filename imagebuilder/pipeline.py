@@ -23,6 +23,7 @@ from imagebuilder.cache import Cache
 from imagebuilder.deploy import hosts as libvirt_hosts, retention
 from imagebuilder.errors import BuildError, VirtError
 from imagebuilder.guest.customize import customize
+from imagebuilder.guest.pkgcache import PackageCache
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Base, Recipe, Sign
 from imagebuilder.run import run
@@ -101,6 +102,7 @@ class _Build:
         self.contents: records.Contents | None = None  # the finished image's OS and packages (for the SBOM)
         self.image_digest = ""  # the finished image's, once it is published
         self.started = datetime.now(timezone.utc)
+        self.packages = None if options.no_cache else PackageCache(self.cache)  # apt's downloads across builds
 
     def run(self) -> BuildResult:
         accel, why = accelerator.decide(self.options.accel)
@@ -158,6 +160,8 @@ class _Build:
         if self.shared:
             document["shared_cache"] = self.shared.record()
         document["phases"] = self.reporter.phases.records
+        if self.packages and self.packages.record():
+            document["package_cache"] = self.packages.record()
         manifest.write(document, path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
@@ -317,7 +321,8 @@ class _Build:
         facts: dict[str, str] = {}
         for first, end in zip([done] + breaks, breaks + [total]):
             facts = customize(work, fmt, accel, self.recipe, base, grown and first == 0, self.reporter,
-                              steps=(first, end), finish=end == total, after=self.read_contents)
+                              steps=(first, end), finish=end == total, after=self.read_contents,
+                              packages=self.packages)
             if end < total:
                 stage = self.stages[end + STEP_OFFSET]
                 with self.reporter.phase("checkpoint save"), self.cache.writing("stages") as tmp:

@@ -45,7 +45,7 @@ def build(
     strict_paths: StrictPathsOpt = False,
     no_inline_secrets: NoInlineSecretsOpt = False,
     no_cache: Annotated[bool, typer.Option(
-        "--no-cache", help="Ignore cached stage results and earlier outputs; build everything.")] = False,
+        "--no-cache", help="Ignore cached stage results, earlier outputs and the package cache; build everything.")] = False,
     if_changed: Annotated[bool, typer.Option(
         "--if-changed", help="For scheduled runs: exit 0 ('no change') when the outputs are up to date, "
                              "3 after building something new.")] = False,

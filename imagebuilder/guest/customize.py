@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from imagebuilder.errors import GuestError
-from imagebuilder.guest import layout, passwords, sysprep
+from imagebuilder.guest import layout, passwords, pkgcache, sysprep
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.inspect import inspect_and_mount
 from imagebuilder.guest.ops import REGISTRY
@@ -28,12 +28,14 @@ DEFERRED = ("root_password", "password")  # set after every other step, as virt-
 
 def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage, grown: bool,
               reporter: Reporter, steps: tuple[int, int] | None = None, finish: bool = True,
-              after: Callable[[GuestContext], None] | None = None) -> dict[str, str]:
+              after: Callable[[GuestContext], None] | None = None,
+              packages: pkgcache.PackageCache | None = None) -> dict[str, str]:
     """Apply the recipe to disk in a single libguestfs launch; return the inspected OS facts.
 
     `steps` (first, end) limits the run to recipe.steps[first:end] (all by default); the disk
     layout or expansion happens only when first is 0, sysprep only when `finish`. `after` reads the
-    finished guest, still mounted, in the same launch (the SBOM's package list).
+    finished guest, still mounted, in the same launch (the SBOM's package list). With `packages`, the
+    package steps use and fill that cache (see pkgcache.py).
     """
     first, end = steps or (0, len(recipe.steps))
     reporter.info(f"starting the libguestfs appliance ({accel}{', network on' if recipe.network else ''})")
@@ -41,6 +43,9 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
         drives = [Drive(disk, fmt)]
         if first == 0 and base.kind == "rootfs":
             drives.append(session.enter_context(layout.rootfs_drive(base.path, disk.parent)))
+        scratch = session.enter_context(packages.scratch(recipe.steps[first:end], base.digest)) if packages else None
+        if scratch:
+            drives.append(Drive(scratch.path, "raw", label=pkgcache.LABEL))
         with reporter.phase("launch"):
             g = session.enter_context(GuestSession(drives, accel, network=recipe.network, say=reporter.info))
         ctx = GuestContext(g, reporter)
@@ -49,7 +54,8 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
         with reporter.phase("inspection"):
             facts = inspect_and_mount(ctx)
         reporter.info(f"found {facts['product_name']} ({facts['distro']} {facts['version']})")
-        apply_steps(ctx, recipe, first, end)
+        with pkgcache.in_launch(ctx, packages, scratch):
+            apply_steps(ctx, recipe, first, end)
         if finish:
             _finish(ctx, recipe, after)
         with reporter.phase("shutdown"):

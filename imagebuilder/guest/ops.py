@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder.errors import GuestError
-from imagebuilder.guest import accounts, args, editing, firstboot, packages, passwords
+from imagebuilder.guest import accounts, args, editing, firstboot, packages, passwords, pkgcache
 from imagebuilder.guest.args import ArgContext
 from imagebuilder.guest.context import GuestContext
 
@@ -489,16 +489,19 @@ def _package_action(ctx: GuestContext, action: str, names: tuple[str, ...] = ())
     if guard:  # no daemon may start inside the appliance
         g.write("/usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n")
         g.chmod(0o755, "/usr/sbin/policy-rc.d")
+    cache = pkgcache.use(ctx, mgr.name, action)  # apt's downloads kept across builds, out of the image
     try:
         if mgr.refresh and action != "uninstall" and not ctx.state.get("packages_refreshed"):
             try:
-                ctx.command(mgr.argv("refresh"))
+                with cache.lists():
+                    ctx.command(mgr.argv("refresh", options=cache.options))
             except GuestError as exc:
                 raise GuestError(f"refreshing the {mgr.name} package lists failed (is the appliance network on, "
                                  f"and the guest's repositories reachable?): {exc.message}") from None
             ctx.state["packages_refreshed"] = True
         try:
-            ctx.command(mgr.argv(action, names))
+            with cache.packages():
+                ctx.command(mgr.argv(action, names, cache.options))
         except GuestError as exc:
             failed = packages.blame(mgr, exc.message, names)
             what = {"install": "installing", "uninstall": "removing", "upgrade": "upgrading"}[action]

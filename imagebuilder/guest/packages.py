@@ -28,13 +28,13 @@ class Manager:
     upgrade: tuple[str, ...]
     blame: tuple[str, ...]
 
-    def argv(self, action: str, packages: tuple[str, ...] = ()) -> list[str]:
-        """`env VAR=… manager …` for action (refresh, install, uninstall, upgrade)."""
+    def argv(self, action: str, packages: tuple[str, ...] = (), options: tuple[str, ...] = ()) -> list[str]:
+        """`env VAR=… manager … OPTIONS PACKAGES` for action (refresh, install, uninstall, upgrade)."""
         base = {"refresh": self.refresh, "install": self.install, "uninstall": self.uninstall,
                 "upgrade": self.upgrade}[action]
         if base is None:
             raise ValueError(f"{self.name} has no separate {action} step")
-        return ["env", *self.env, *base, *packages]
+        return ["env", *self.env, *base, *options, *packages]
 
 
 MANAGERS = {m.name: m for m in (
