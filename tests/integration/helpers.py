@@ -40,3 +40,24 @@ def appliance_launches(log: Path) -> list[str]:
     """The arguments of each appliance qemu a qemu_logger log shows (not the KVM probe's kernel boot)."""
     lines = log.read_text().splitlines() if log.exists() else []
     return [args for args in lines if " -kernel " in args and "appliance.d" in args]
+
+
+def each_guest(images, look) -> list:
+    """look(g) for each image's guest, in the order given, in one read-only appliance."""
+    import guestfs
+    g = guestfs.GuestFS(python_return_dict=True)
+    g.set_backend_settings(["force_tcg"])
+    for image in images:
+        g.add_drive_opts(str(image), format="qcow2", readonly=True)
+    g.launch()
+    try:
+        results = []
+        roots = sorted(g.inspect_os())
+        assert [r[:8] for r in roots] == [f"/dev/sd{chr(ord('a') + n)}" for n in range(len(images))]
+        for root in roots:
+            g.mount_ro(root, "/")  # by device: images of one base have its UUIDs, which fstab names
+            results.append(look(g))
+            g.umount_all()
+    finally:
+        g.close()
+    return results

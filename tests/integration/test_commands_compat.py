@@ -16,11 +16,10 @@ import subprocess
 import warnings
 from pathlib import Path
 
-import guestfs
 import pytest
 
 from tests.integration.conftest import run_cli
-from tests.integration.helpers import peer_libguestfs_env
+from tests.integration.helpers import each_guest, peer_libguestfs_env
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -161,29 +160,9 @@ def _both_ways(project, commands: str, base_image, cache_dir):
     return ours, theirs, built
 
 
-def _each_guest(images, look) -> list:
-    """look(g) for each image's guest, ours first, in one read-only appliance."""
-    g = guestfs.GuestFS(python_return_dict=True)
-    g.set_backend_settings(["force_tcg"])
-    for image in images:
-        g.add_drive_opts(str(image), format="qcow2", readonly=True)
-    g.launch()
-    try:
-        results = []
-        roots = sorted(g.inspect_os())
-        assert [r[:8] for r in roots] == ["/dev/sda", "/dev/sdb"]  # ours first
-        for root in roots:
-            g.mount_ro(root, "/")  # by device: both filesystems have the base's UUID, which fstab names
-            results.append(look(g))
-            g.umount_all()
-    finally:
-        g.close()
-    return results
-
-
 def test_converted_commands_file_gives_the_same_guest_as_virt_customize(project, base_image, cache_dir):
     ours, theirs, built = _both_ways(project, "web.cmds", base_image, cache_dir)
-    mine, virt = _each_guest((ours, theirs), lambda g: {**_state(g), "bob": g.sh(CHECK)})
+    mine, virt = each_guest((ours, theirs), lambda g: {**_state(g), "bob": g.sh(CHECK)})
 
     for state in (mine, virt):  # the comparison below is not of two empty lists
         assert len(state["listing"]) > 5000 and len(state["sums"]) > 500
