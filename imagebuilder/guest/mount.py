@@ -221,6 +221,10 @@ class _Server:
         self.spec, self.say = spec, say
         self.directory = Path(spec["dir"])
         self.mounted, self.stop = threading.Event(), threading.Event()
+        # set by the worker as its last act: Thread.is_alive() cannot be trusted once a signal's exception
+        # interrupted a join (Python 3.11 then marks the thread stopped while it still runs, and the
+        # process would exit with the worker inside libguestfs, whose exit handler then waits forever)
+        self.done = threading.Event()
         self.error: ImageBuilderError | None = None
 
     def run(self) -> None:
@@ -229,8 +233,8 @@ class _Server:
         worker.start()
         try:
             try:
-                while worker.is_alive():
-                    worker.join(0.5)
+                while not self.done.wait(0.5):
+                    pass
             except (KeyboardInterrupt, Interrupted):
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_IGN)  # one stop is enough; the deadline bounds it
@@ -247,7 +251,8 @@ class _Server:
         deadline = time.monotonic() + STOP_SECONDS
         while True:
             mounted = self.mounted.is_set() and _fuse_mounted(self.directory)
-            if not mounted and not worker.is_alive():
+            if not mounted and self.done.is_set():
+                worker.join(1)
                 return
             if time.monotonic() > deadline:
                 os.killpg(0, signal.SIGKILL)  # the appliance is in this process group
@@ -256,7 +261,7 @@ class _Server:
                     _fusermount(self.directory, 1, lazy=time.monotonic() > deadline - 30)
                 except HostError:
                     pass  # busy: again in a moment
-            worker.join(1)
+            self.done.wait(1)
 
     def _work(self) -> None:
         from imagebuilder.guest.inspect import mount_os
@@ -280,6 +285,8 @@ class _Server:
             self.error = exc
         except Exception as exc:  # noqa: BLE001 - reported to the starting command, not lost in a thread
             self.error = GuestError(f"{type(exc).__name__}: {exc}")
+        finally:
+            self.done.set()
 
 
 def _serve(argv: list[str]) -> int:
