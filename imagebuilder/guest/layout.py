@@ -17,6 +17,7 @@ BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 ESP_SECTORS = 128 * 2048
 ROOTFS = "rootfs"  # the label of the bootstrap's root filesystem, attached read-only while laying out
+SQUASH_SECONDS = 600  # bound on sqfstar (3 s for a 700 MB Debian root here)
 SOURCE = "/.imagebuilder-rootfs"  # where it is mounted in the new root while its files are copied
 _GRUB_DEFAULTS = {
     "GRUB_TIMEOUT": "1",
@@ -43,7 +44,7 @@ def rootfs_drive(tarball: Path, where: Path) -> Iterator[Drive]:
     with tempfile.TemporaryDirectory(dir=where, prefix=".rootfs-") as scratch:
         image = Path(scratch) / "rootfs.sqfs"
         with open(tarball, "rb") as source:
-            run(["sqfstar", "-comp", "lz4", "-quiet", str(image)], stdin=source)
+            run(["sqfstar", "-comp", "lz4", "-quiet", str(image)], stdin=source, timeout=SQUASH_SECONDS)
         yield Drive(image, "raw", label=ROOTFS, readonly=True)
 
 
