@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
-from license_expression import ExpressionError, get_spdx_licensing
+from license_expression import ExpressionError, Licensing, get_spdx_licensing
 
 from imagebuilder.sbom.databases import deb822
 
@@ -30,9 +30,16 @@ _REF = re.compile(r"[^A-Za-z0-9.-]+")
 
 
 @functools.cache
+def spdx_licensing() -> Licensing:
+    """license-expression's SPDX licensing, made once: making it, and the parser it builds on first
+    use, took 40 ms a package, seconds for a Debian image's SBOM."""
+    return get_spdx_licensing()
+
+
+@functools.cache
 def _spdx_ids() -> dict[str, str]:
     """Every SPDX licence identifier, by its lower-case form."""
-    return {key.lower(): key for key in get_spdx_licensing().known_symbols if not key.startswith("LicenseRef-")}
+    return {key.lower(): key for key in spdx_licensing().known_symbols if not key.startswith("LicenseRef-")}
 
 
 def licence_ref(name: str) -> str:
@@ -132,7 +139,7 @@ def checked(expression: str | None) -> str | None:
     whole text; None stays None."""
     if not expression:
         return None
-    licensing = get_spdx_licensing()
+    licensing = spdx_licensing()
     try:
         parsed = licensing.parse(expression, validate=False)
         unknown = {key for key in licensing.unknown_license_keys(parsed) if not key.startswith("LicenseRef-")}

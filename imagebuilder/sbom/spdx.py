@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from email.utils import parseaddr
 from pathlib import Path
 
-from license_expression import get_spdx_licensing
 from spdx_tools.spdx.model import (Actor, ActorType, Checksum, ChecksumAlgorithm, CreationInfo, Document,
                                    ExternalPackageRef, ExternalPackageRefCategory, ExtractedLicensingInfo, Package,
                                    PackagePurpose, Relationship, RelationshipType, SpdxNoAssertion)
@@ -22,6 +21,7 @@ from spdx_tools.spdx.writer.json.json_writer import write_document_to_file
 
 from imagebuilder import __version__
 from imagebuilder.errors import BuildError
+from imagebuilder.sbom import licences
 from imagebuilder.sbom.model import Artifact, Inventory, purl
 from imagebuilder.sbom.model import Package as InstalledPackage
 
@@ -86,7 +86,7 @@ def _package(installed: InstalledPackage, inventory: Inventory, seen: set[str]) 
     while spdx_id in seen:  # two names that reduce to the same characters
         spdx_id += "-1"
     seen.add(spdx_id)
-    licence = get_spdx_licensing().parse(installed.licence, validate=False) if installed.licence else SpdxNoAssertion()
+    licence = licences.spdx_licensing().parse(installed.licence, validate=False) if installed.licence else SpdxNoAssertion()
     return Package(
         spdx_id=spdx_id, name=installed.name, version=installed.version or None,
         download_location=SpdxNoAssertion(), files_analyzed=False,
