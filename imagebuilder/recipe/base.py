@@ -111,8 +111,16 @@ def _bootstrap_base(table: Table, _ctx: ArgContext) -> Base:
     mirror = boot.get("mirror", str, os.environ.get(MIRROR_ENV) or distribution(suite).mirror)
     _check_url(boot, "mirror", mirror)
     packages = boot.convert("packages", list, args.packages, ())
+    kernel = boot.convert("kernel", str, _one_package, None)
     boot.finish()
-    return Base(bootstrap=Bootstrap(suite, mirror, tuple(packages)))
+    return Base(bootstrap=Bootstrap(suite, mirror, tuple(packages), kernel))
+
+
+def _one_package(name: str) -> str:
+    specs = args.packages(name)
+    if len(specs) != 1:
+        raise ValueError(f"expected one kernel package, got {len(specs)}")
+    return specs[0]
 
 
 def _check_suite(suite: str) -> str:

@@ -19,6 +19,7 @@ class Bootstrap:
     suite: str = "bookworm"
     mirror: str = "http://deb.debian.org/debian"
     packages: tuple[str, ...] = ()
+    kernel: str | None = None          # the kernel package; None: the distribution's generic one
 
 
 @dataclass(frozen=True)

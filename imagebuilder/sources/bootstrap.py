@@ -34,7 +34,7 @@ _HERMETIC = '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"'
 def command(spec: Bootstrap, target: str) -> list[str]:
     """The mmdebstrap command line that writes spec's root filesystem as a tarball to target."""
     dist = distribution(spec.suite)
-    packages = ",".join(dict.fromkeys((dist.kernel,) + _COMMON + spec.packages))
+    packages = ",".join(dict.fromkeys((spec.kernel or dist.kernel,) + _COMMON + spec.packages))
     argv = ["mmdebstrap", "--quiet", "--variant=minbase", "--format=tar", f"--components={dist.components}",
             f"--include={packages}"]
     if dist.keyring:
