@@ -224,7 +224,7 @@ class _Up:
             memballoon=d.memballoon, rng=d.rng, agent=d.agent, serial_log=serial_log_path(d.name),
             osinfo_id=d.osinfo or self.os_id, uuid=str(uuidlib.uuid4()),
             description=f"{machine.name}: a clone of {self.label}, made by imagebuilder from {self.recipe.file.name}",
-            labels=labels, cdroms=(DiskSpec(pool, seed.volume, "raw", "sata"),) if seed else ())
+            labels=labels, cdroms=(DiskSpec(pool, seed.volume, "raw", "scsi"),) if seed else ())
 
     def create(self, missing: list[Machine], specs: dict[str, DomainSpec]) -> list[tuple[Machine, libvirt.virDomain]]:
         conn, pool, reporter = self.conn, self.pool, self.reporter

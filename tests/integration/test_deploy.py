@@ -267,9 +267,10 @@ size = "1G"
 volume = "{shared}"
 
 [[tests]]
-name = "both NICs are there"
-command = "ls /sys/class/net"
-stdout = "eth1"
+# the session's image has Debian's cloud kernel, which has no e1000e driver: the NIC is on the PCI bus
+name = "the e1000e NIC is there"
+command = "cat /sys/bus/pci/devices/*/device"
+stdout = "^0x10d3$"
 [[tests]]
 package = "openssh-server"
 """
@@ -297,7 +298,7 @@ def test_debian_build_boots_until_ssh_answers_then_stops(tmp_path, conn, pool, b
         assert "imagebuilder.run: run: qemu-img convert" in progress and "libguestfs: " in progress  # -v
         assert "Bob-s3cret-pw" not in progress + proc.stdout
         assert f"is the disk of the running domain {name}: checking it there" in progress  # --test
-        assert "PASS both NICs are there" in progress and "PASS package openssh-server" in progress
+        assert "PASS the e1000e NIC is there" in progress and "PASS package openssh-server" in progress
         deployed = json.loads(manifest_file.read_text())["domain"]
         assert deployed["osinfo"] == "http://debian.org/debian/12"  # from inspection
         dom = conn.lookupByName(name)
