@@ -140,11 +140,12 @@ class Blind:
 ], ids=["pool-cannot-be-listed", "domain-xml-cannot-be-read"])
 def test_destroy_refuses_to_delete_the_golden_volume_when_it_cannot_know(monkeypatch, tmp_path, blind, reason):
     """Against libvirt's test driver, with clone.users itself: the golden volume stays, and destroy says why."""
-    from imagebuilder import fleet, recipe
+    from imagebuilder import recipe
+    from imagebuilder.fleet.destroy import destroy
     from imagebuilder.progress import Reporter
-    from imagebuilder.virt.connection import connect
+    from imagebuilder.virt import connection
 
-    with connect("test:///default") as conn:
+    with connection.connect("test:///default") as conn:
         pool = conn.storagePoolLookupByName("default-pool")
         storage.create_volume(pool, "gold.qcow2", 1 << 20, "qcow2")
         try:
@@ -153,9 +154,9 @@ def test_destroy_refuses_to_delete_the_golden_volume_when_it_cannot_know(monkeyp
                                    '[output]\nuri = "test:///default"\npool = "default-pool"\n'
                                    '[domain]\nmemory = "64M"\n[[machines]]\nname = "web-1"\n')
             (tmp_path / "base.qcow2").write_bytes(b"")
-            monkeypatch.setattr(fleet.connection, "connect", lambda _uri: Blind(conn, **blind))
+            monkeypatch.setattr(connection, "connect", lambda _uri: Blind(conn, **blind))
             with pytest.raises(VirtError) as refused:
-                fleet.destroy(recipe.load(recipe_file), False, Reporter("plain"))
+                destroy(recipe.load(recipe_file), False, Reporter("plain"))
             assert refused.value.message == reason
             pool.refresh(0)
             assert "gold.qcow2" in pool.listVolumes()
