@@ -35,12 +35,12 @@ def up(
 ) -> None:
     """Make the recipe's machines exist and run: build the golden image if missing, create missing machines
     (thin overlays), start stopped ones, leave the others alone and report drift from the recipe."""
-    from imagebuilder import fleet
+    from imagebuilder.fleet import up as fleet_up
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
     if parallel < 0:
         raise fail(InputError("--parallel must be 0 or more"), json_output)
-    options = fleet.FleetOptions(accel=accel, cache_dir=cache_dir, parallel=parallel, wait=wait)
-    result = _fleet_run(lambda: fleet.up(recipe.load(path), options, Reporter("json" if json_output else None)),
+    options = fleet_up.FleetOptions(accel=accel, cache_dir=cache_dir, parallel=parallel, wait=wait)
+    result = _fleet_run(lambda: fleet_up.up(recipe.load(path), options, Reporter("json" if json_output else None)),
                         json_output)
     if json_output:
         print(json.dumps({"event": "result", **result.as_dict()}))
@@ -62,9 +62,9 @@ def down(
     force: Annotated[bool, typer.Option(help="Kill machines that have not shut down in time.")] = False,
 ) -> None:
     """Shut the recipe's running machines down (guest agent, else ACPI) and wait until they are off."""
-    from imagebuilder import fleet
+    from imagebuilder.fleet import down as fleet_down
     seconds = duration(timeout, "--timeout")
-    stopped = _fleet_run(lambda: fleet.down(recipe.load(path), seconds, force, Reporter()))
+    stopped = _fleet_run(lambda: fleet_down.down(recipe.load(path), seconds, force, Reporter()))
     typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -74,8 +74,8 @@ def destroy(
 ) -> None:
     """Remove the recipe's machines with the overlays, seeds and data disks made for them, then the golden
     volume, which is refused (exit 1) while any clone still uses it as backing store."""
-    from imagebuilder import fleet
-    removed = _fleet_run(lambda: fleet.destroy(recipe.load(path), keep_golden, Reporter()))
+    from imagebuilder.fleet import destroy as fleet_destroy
+    removed = _fleet_run(lambda: fleet_destroy.destroy(recipe.load(path), keep_golden, Reporter()))
     typer.echo(f"removed {', '.join(removed)}" if removed else "nothing to remove")
 
 
@@ -94,6 +94,6 @@ def clone_command(
 ) -> None:
     """Thin clones of a golden volume: qcow2 overlays whose backing store it is, each with its own
     machine-id, SSH host keys (made at first boot) and host name, customized offline in one appliance."""
-    from imagebuilder import fleet
-    made = _fleet_run(lambda: fleet.clone(connect, pool, volume, name, count, customize or [], accel, Reporter()))
+    from imagebuilder.fleet import clone as fleet_clone
+    made = _fleet_run(lambda: fleet_clone.clone(connect, pool, volume, name, count, customize or [], accel, Reporter()))
     typer.echo(f"cloned {volume}: {', '.join(made)}")

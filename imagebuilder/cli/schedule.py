@@ -37,12 +37,13 @@ def schedule_install(
     user: UserOpt = False,
 ) -> None:
     """Write a systemd service and timer that rebuild the recipe when its inputs changed, and start the timer."""
-    from imagebuilder import schedule
+    from imagebuilder.schedule import unitfiles
+    from imagebuilder.schedule.plan import plan as plan_schedule
     with exit_on_error():
         loaded = recipe.load(path)
-        plan, next_elapse = schedule.plan(path, loaded.name, on_calendar, name=name,
+        plan, next_elapse = plan_schedule(path, loaded.name, on_calendar, name=name,
                                           randomized_delay=randomized_delay, user=user)
-        outcome = schedule.install(plan, unit_dir or schedule.default_unit_dir(user))
+        outcome = unitfiles.install(plan, unit_dir or unitfiles.default_unit_dir(user))
     verb = "updated" if outcome.updated else "wrote"
     typer.echo(f"{verb} {' and '.join(str(p) for p in outcome.files)}")
     typer.echo(f"runs: {_commands_line([plan.build_argv])} (OnCalendar={on_calendar}, next {next_elapse}, "
@@ -61,8 +62,8 @@ def schedule_list(
     json_output: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
 ) -> None:
     """The schedules `schedule install` wrote into the unit directory (other units are ignored)."""
-    from imagebuilder import schedule
-    found = schedule.installed(unit_dir or schedule.default_unit_dir(user))
+    from imagebuilder.schedule import unitfiles
+    found = unitfiles.installed(unit_dir or unitfiles.default_unit_dir(user))
     if json_output:
         typer.echo(json.dumps([entry.as_dict() for entry in found], indent=2))
         return
@@ -79,9 +80,9 @@ def schedule_remove(
     unit_dir: UnitDirOpt = None, user: UserOpt = False,
 ) -> None:
     """Stop, disable and delete a schedule's units; only units `schedule install` wrote."""
-    from imagebuilder import schedule
+    from imagebuilder.schedule import unitfiles
     with exit_on_error():
-        outcome = schedule.remove(name, unit_dir or schedule.default_unit_dir(user), user)
+        outcome = unitfiles.remove(name, unit_dir or unitfiles.default_unit_dir(user), user)
     for warning in outcome.warnings:
         warn(warning)
     typer.echo(f"removed {' and '.join(str(p) for p in outcome.files)}")

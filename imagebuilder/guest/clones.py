@@ -75,13 +75,6 @@ def personalize(clones: list[CloneDisk], accel: str, reporter: Reporter, network
     return 1 + len(clones)
 
 
-def _disk_of(g, device: str) -> str:  # noqa: ANN001
-    try:
-        return g.part_to_dev(device)
-    except GuestError:
-        return device
-
-
 def _layout(g, devices: list[str]) -> tuple[dict[str, int | None], dict[str, str]]:  # noqa: ANN001
     """Mount point -> partition number (None: the whole disk) of the OS on the first disk, and its facts.
 

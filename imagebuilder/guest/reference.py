@@ -12,7 +12,7 @@ DOC_PATH = "docs/operations.md"
 _INTRO = """\
 # Operations
 
-<!-- Generated from imagebuilder/guest/ops.py and sysprep.py by `imagebuilder ops --markdown`;
+<!-- Generated from imagebuilder/guest/ops/ and sysprep.py by `imagebuilder ops --markdown`;
      do not edit by hand (a unit test checks that this page matches the code). -->
 
 A recipe's `[[steps]]` run in order, in one libguestfs appliance, after the guest has been

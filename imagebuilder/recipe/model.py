@@ -208,7 +208,7 @@ class Domain:
 
 @dataclass(frozen=True)
 class Machine:
-    """One clone of the fleet: a domain on a thin overlay of the golden volume (see fleet.py)."""
+    """One clone of the fleet: a domain on a thin overlay of the golden volume (see fleet/)."""
 
     name: str            # the domain's name; its overlay is NAME.qcow2
     hostname: str

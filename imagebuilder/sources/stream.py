@@ -58,14 +58,6 @@ class Decoder:
         return not self.kind or getattr(self._d, "eof", True)
 
 
-def uncompressed_name(name: str) -> str:
-    """name without its compression suffix."""
-    for suffix in SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 class SparseWriter:
     """Writes data to a file, seeking over all-zero blocks so that they stay holes."""
 

@@ -65,11 +65,8 @@ def silent_for(dom: libvirt.virDomain, console: SerialLog, seconds: float, poll:
         text = console.text()
         if BANNER in text:
             return False
-        try:
-            if not dom.isActive():
-                return False
-        except libvirt.libvirtError:
-            return False  # a transient domain that stopped is gone
+        if not domain.is_active(dom):  # stopped, or gone (a transient domain)
+            return False
         if console.seen != seen:
             last, seen = time.monotonic(), console.seen
         elif time.monotonic() - last >= seconds:

@@ -15,6 +15,7 @@ import libvirt
 
 from imagebuilder.errors import InputError, VirtError
 from imagebuilder.virt.domainxml import read_metadata
+from imagebuilder.virt.lookup import NO_DOMAIN, NO_POOL, NO_VOLUME, lookup_or_none
 
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
@@ -34,23 +35,15 @@ def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
 
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
     """The domain `name`; InputError naming the connection if there is none."""
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise InputError(f"no domain named {name} on {conn.getURI()} "
-                             "(`imagebuilder vm list` shows them)") from None
-        raise _virt_error(f"cannot look up domain {name}", exc) from None
+    dom = find(conn, name)
+    if dom is None:
+        raise InputError(f"no domain named {name} on {conn.getURI()} (`imagebuilder vm list` shows them)")
+    return dom
 
 
 def find(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
     """The domain `name`, or None if there is none."""
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise _virt_error(f"cannot look up domain {name}", exc) from None
+    return lookup_or_none(conn.lookupByName, name, NO_DOMAIN, "domain")
 
 
 def domain_exists(conn: libvirt.virConnect, name: str) -> bool:
@@ -117,7 +110,7 @@ def stop(dom: libvirt.virDomain, timeout: float, poll: float = 1.0, method: str 
             return False
         raise _virt_error(f"cannot shut down domain {dom.name()}", exc) from None
     deadline = time.monotonic() + timeout
-    while _active(dom):
+    while is_active(dom):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             how = {"acpi": "the ACPI shutdown request", "agent": "the guest agent's shutdown",
@@ -128,7 +121,9 @@ def stop(dom: libvirt.virDomain, timeout: float, poll: float = 1.0, method: str 
     return True
 
 
-def _active(dom: libvirt.virDomain) -> bool:
+def is_active(dom: libvirt.virDomain) -> bool:
+    """Whether the domain runs; False too when it is gone (a transient domain that stopped). Any
+    other failure is a VirtError: it does not tell whether the domain runs."""
     try:
         return bool(dom.isActive())
     except libvirt.libvirtError as exc:
@@ -155,13 +150,8 @@ def undefine(dom: libvirt.virDomain) -> None:
 
 def remove_domain(conn: libvirt.virConnect, name: str) -> bool:
     """Kill domain `name` if running and undefine it (with its NVRAM); True if it existed."""
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return False
-        raise _virt_error(f"cannot look up domain {name}", exc) from None
-    return _remove(dom)
+    dom = find(conn, name)
+    return dom is not None and _remove(dom)
 
 
 def remove_by_uuid(conn: libvirt.virConnect, uuid: str) -> bool:
@@ -170,13 +160,8 @@ def remove_by_uuid(conn: libvirt.virConnect, uuid: str) -> bool:
     Clean-up after a failed build goes by UUID: a domain someone else made under the same name
     is never touched.
     """
-    try:
-        dom = conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return False
-        raise _virt_error(f"cannot look up domain {uuid}", exc) from None
-    return _remove(dom)
+    dom = lookup_or_none(conn.lookupByUUIDString, uuid, NO_DOMAIN, "domain")
+    return dom is not None and _remove(dom)
 
 
 def _remove(dom: libvirt.virDomain) -> bool:
@@ -198,17 +183,20 @@ def volumes_of(conn: libvirt.virConnect, dom: libvirt.virDomain) -> list[libvirt
         source = disk.find("source")
         if disk.get("device", "disk") != "disk" or source is None:
             continue
-        try:
-            if disk.get("type") == "volume":
-                pool = conn.storagePoolLookupByName(source.get("pool", ""))
-                found.append(pool.storageVolLookupByName(source.get("volume", "")))
-            elif disk.get("type") == "file" and source.get("file"):
-                found.append(conn.storageVolLookupByPath(source.get("file", "")))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_POOL,
-                                            libvirt.VIR_ERR_NO_STORAGE_VOL):
-                raise _virt_error(f"cannot find the volumes of domain {dom.name()}", exc) from None
+        vol = None
+        if disk.get("type") == "volume":
+            vol = _pool_volume(conn, source.get("pool", ""), source.get("volume", ""))
+        elif disk.get("type") == "file" and source.get("file"):
+            vol = lookup_or_none(conn.storageVolLookupByPath, source.get("file", ""), NO_POOL + NO_VOLUME, "volume")
+        if vol is not None:
+            found.append(vol)
     return found
+
+
+def _pool_volume(conn: libvirt.virConnect, pool_name: str, name: str) -> libvirt.virStorageVol | None:
+    """Volume `name` of pool `pool_name`, or None if either is missing."""
+    pool = lookup_or_none(conn.storagePoolLookupByName, pool_name, NO_POOL, "storage pool")
+    return None if pool is None else lookup_or_none(pool.storageVolLookupByName, name, NO_VOLUME, "volume")
 
 
 def running_on(conn: libvirt.virConnect, path: str) -> list[str]:
@@ -222,8 +210,11 @@ def running_on(conn: libvirt.virConnect, path: str) -> list[str]:
     for dom in domains:
         try:
             root = ET.fromstring(dom.XMLDesc(0))  # the live XML: backing chains included
-        except libvirt.libvirtError:
-            continue  # stopped meanwhile
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in NO_DOMAIN:
+                continue  # a transient domain that stopped meanwhile: it runs from nothing
+            raise _virt_error(f"cannot tell whether domain {dom.name()} runs from {path}: its XML cannot be read",
+                              exc) from None
         files = [s.get("file") or _volume_path(conn, s.get("pool"), s.get("volume")) for s in root.iter("source")]
         if any(f and os.path.realpath(f) == real for f in files):
             found.append(dom.name())
@@ -234,10 +225,8 @@ def _volume_path(conn: libvirt.virConnect, pool: str | None, volume: str | None)
     """The file of a pool volume a disk names (type='volume' disks carry no path in their XML)."""
     if not (pool and volume):
         return None
-    try:
-        return conn.storagePoolLookupByName(pool).storageVolLookupByName(volume).path()
-    except libvirt.libvirtError:
-        return None  # gone meanwhile: nobody runs from it
+    found = _pool_volume(conn, pool, volume)  # None: gone meanwhile, so nobody runs from it
+    return None if found is None else lookup_or_none(lambda _name: found.path(), volume, NO_VOLUME, "volume")
 
 
 @dataclass(frozen=True)

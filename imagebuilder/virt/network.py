@@ -6,6 +6,7 @@ import libvirt
 
 from imagebuilder.errors import VirtError
 from imagebuilder.virt.domainxml import default_network_xml
+from imagebuilder.virt.lookup import NO_NETWORK, lookup_or_none
 
 
 def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
@@ -14,13 +15,7 @@ def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
 
 def network_exists(conn: libvirt.virConnect, name: str) -> bool:
     """True if network `name` is defined (active or not)."""
-    try:
-        conn.networkLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-            return False
-        raise _virt_error(f"cannot look up network {name}", exc) from None
-    return True
+    return lookup_or_none(conn.networkLookupByName, name, NO_NETWORK, "network") is not None
 
 
 def check_network(conn: libvirt.virConnect, name: str) -> None:
@@ -33,14 +28,11 @@ def check_network(conn: libvirt.virConnect, name: str) -> None:
 
 def ensure_network(conn: libvirt.virConnect, name: str) -> bool:
     """Make network `name` active; create `default` if missing. True if it was created."""
-    try:
-        net = conn.networkLookupByName(name)
-        created = False
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
-            raise _virt_error(f"cannot look up network {name}", exc) from None
+    net = lookup_or_none(conn.networkLookupByName, name, NO_NETWORK, "network")
+    created = False
+    if net is None:
         if name != "default":
-            raise VirtError(f"network {name} does not exist") from None
+            raise VirtError(f"network {name} does not exist")
         try:
             net = conn.networkDefineXML(default_network_xml())
             net.setAutostart(1)

@@ -17,47 +17,40 @@ from imagebuilder import files
 from imagebuilder.errors import BuildError, InputError, VirtError
 from imagebuilder.run import run
 from imagebuilder.virt.connection import is_local
+from imagebuilder.virt.lookup import NO_POOL, NO_VOLUME, lookup_or_none, virt_error
 
 log = logging.getLogger(__name__)
-
-def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
-    hint = None
-    if exc.get_error_domain() == libvirt.VIR_FROM_RPC or exc.get_error_code() in (
-            libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN):
-        hint = "the connection to libvirt was lost: is libvirtd still running there? Then build again"
-    return VirtError(f"{what}: {exc.get_error_message()}", hint=hint)
 
 
 def ensure_pool(conn: libvirt.virConnect, name: str, default_path: str = "/var/lib/libvirt/images",
                 ) -> tuple[libvirt.virStoragePool, bool]:
     """Return (pool, created): start an existing pool, or create the `default` dir pool."""
-    try:
-        pool = conn.storagePoolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
-            raise _virt_error(f"cannot look up storage pool {name}", exc) from None
+    pool = lookup_or_none(conn.storagePoolLookupByName, name, NO_POOL, "storage pool")
+    if pool is None:
         if name == "default":
             return create_dir_pool(conn, name, default_path), True
         known = ", ".join(sorted(p.name() for p in conn.listAllStoragePools())) or "none"
-        raise VirtError(f"storage pool {name} does not exist (existing pools: {known})") from None
+        raise VirtError(f"storage pool {name} does not exist (existing pools: {known})")
     try:
         if not pool.isActive():
             pool.create(0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot start storage pool {name}", exc) from None
+        raise virt_error(f"cannot start storage pool {name}", exc) from None
     return pool, False
 
 
 def find_pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool | None:
     """The pool `name`, refreshed, or None if there is none."""
+    pool = lookup_or_none(conn.storagePoolLookupByName, name, NO_POOL, "storage pool")
+    if pool is None:
+        return None
     try:
-        pool = conn.storagePoolLookupByName(name)
         pool.refresh(0)
-        return pool
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-            return None
-        raise _virt_error(f"cannot look up storage pool {name}", exc) from None
+            return None  # undefined since the lookup
+        raise virt_error(f"cannot look up storage pool {name}", exc) from None
+    return pool
 
 
 def create_dir_pool(conn: libvirt.virConnect, name: str,
@@ -69,14 +62,14 @@ def create_dir_pool(conn: libvirt.virConnect, name: str,
     try:
         pool = conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot define storage pool {name} at {path}", exc) from None
+        raise virt_error(f"cannot define storage pool {name} at {path}", exc) from None
     try:
         pool.build(0)
         pool.create(0)
         pool.setAutostart(1)
     except libvirt.libvirtError as exc:
         remove_pool(conn, name)
-        raise _virt_error(f"cannot start storage pool {name} at {path}", exc) from None
+        raise virt_error(f"cannot start storage pool {name} at {path}", exc) from None
     return pool
 
 
@@ -90,7 +83,7 @@ def remove_pool(conn: libvirt.virConnect, name: str) -> bool:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
             return False
-        raise _virt_error(f"cannot remove storage pool {name}", exc) from None
+        raise virt_error(f"cannot remove storage pool {name}", exc) from None
     return True
 
 
@@ -116,12 +109,7 @@ def refresh_pool(pool: libvirt.virStoragePool) -> None:
 
 def find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
     """The volume `name` of the pool (as of its last refresh), or None if there is none."""
-    try:
-        return pool.storageVolLookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-            return None
-        raise _virt_error(f"cannot look up volume {name}", exc) from None
+    return lookup_or_none(pool.storageVolLookupByName, name, NO_VOLUME, "volume")
 
 
 def volume_exists(pool: libvirt.virStoragePool, name: str) -> bool:
@@ -141,7 +129,7 @@ def volume_format(pool: libvirt.virStoragePool, name: str) -> str:
     try:
         xml = pool.storageVolLookupByName(name).XMLDesc(0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot look up volume {name}", exc) from None
+        raise virt_error(f"cannot look up volume {name}", exc) from None
     found = ET.fromstring(xml).find("target/format")
     return found.get("type", "raw") if found is not None else "raw"
 
@@ -168,7 +156,7 @@ def delete_volume(pool: libvirt.virStoragePool, name: str) -> bool:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
             return False
-        raise _virt_error(f"cannot delete volume {name} from pool {pool.name()}", exc) from None
+        raise virt_error(f"cannot delete volume {name} from pool {pool.name()}", exc) from None
     return True
 
 
@@ -199,7 +187,7 @@ def adopt_file(pool: libvirt.virStoragePool, tmp_path: Path, name: str,
         pool.refresh(0)
         return pool.storageVolLookupByName(name)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot find volume {name} in pool {pool.name()}", exc) from None
+        raise virt_error(f"cannot find volume {name} in pool {pool.name()}", exc) from None
 
 
 def _image_size(src: Path, fmt: str) -> int:
@@ -245,7 +233,7 @@ def create_volume(pool: libvirt.virStoragePool, name: str, capacity: int, fmt: s
     try:
         return pool.createXML(_volume_xml(name, capacity, fmt), 0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot create volume {name} in pool {pool.name()}", exc) from None
+        raise virt_error(f"cannot create volume {name} in pool {pool.name()}", exc) from None
 
 
 class Cancelled(Exception):
@@ -271,7 +259,7 @@ def upload_file(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: st
     try:
         vol = pool.createXML(_volume_xml(name, capacity, fmt), 0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot create volume {name} in pool {pool.name()}", exc) from None
+        raise virt_error(f"cannot create volume {name} in pool {pool.name()}", exc) from None
 
     def send(_stream: libvirt.virStream, nbytes: int, fd: int) -> bytes:
         if cancel is not None and cancel.is_set():
@@ -296,7 +284,7 @@ def upload_file(conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: st
     except BaseException as exc:
         _discard(stream, vol)
         if isinstance(exc, libvirt.libvirtError):
-            raise _virt_error(f"upload of {src} to volume {name} failed", exc) from None
+            raise virt_error(f"upload of {src} to volume {name} failed", exc) from None
         if isinstance(exc, OSError):
             raise VirtError(f"upload of {src} to volume {name} failed: {exc}") from None
         raise

@@ -19,6 +19,7 @@ import libvirt_qemu
 
 from imagebuilder.errors import InputError, VirtError
 from imagebuilder.virt.console import ConsoleTap
+from imagebuilder.virt.domain import is_active
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -116,19 +117,12 @@ def _with_console(message: str, serial: Serial) -> str:
     return f"{message}; last on the serial console: {line!r}" if line else message
 
 
-def _running(dom: libvirt.virDomain) -> bool:
-    try:
-        return bool(dom.isActive())
-    except libvirt.libvirtError:
-        return False  # a transient domain that stopped is gone altogether
-
-
 def _poll_until(dom: libvirt.virDomain, timeout: float, poll: float, waiting_for: str, serial: Serial,
                 ready: Callable[[], object]) -> object:
     """Call `ready` every `poll` seconds until it returns something true; VirtError on stop or timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        if not _running(dom):
+        if not is_active(dom):
             raise VirtError(_with_console(f"domain {dom.name()} stopped while waiting for {waiting_for}",
                                           serial))
         result = ready()

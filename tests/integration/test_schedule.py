@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from imagebuilder import schedule
+from imagebuilder.schedule import spec, unitfiles
 from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -160,7 +160,7 @@ def parsed(world):
     runtime = world / "runtime"
     runtime.mkdir()
     dump = _systemd_dump(units, name, runtime)
-    return recipe, schedule.read_metadata(units / f"{name}.service"), dump, runtime
+    return recipe, unitfiles.read_metadata(units / f"{name}.service"), dump, runtime
 
 
 def test_systemd_parses_the_units_back_to_what_was_meant(parsed):
@@ -171,7 +171,7 @@ def test_systemd_parses_the_units_back_to_what_was_meant(parsed):
     assert service["StandardOutput"] == ["journal"]
     [command_line] = service["Command Line"]
     argv = [_exec_time_expansion(word) for word in _split_dump(command_line)]
-    lock = f"{runtime}/imagebuilder-" + schedule.Schedule(
+    lock = f"{runtime}/imagebuilder-" + spec.Schedule(
         name="x", recipe=recipe, on_calendar="daily", command=(), flock="").lock_file.split("-", 1)[1]
     assert argv == [shutil.which("flock"), "--close", lock, *meta["command"]]
     assert meta["command"][1:] == ["build", str(recipe), "--if-changed"]
@@ -189,6 +189,6 @@ def test_the_service_command_line_runs_the_real_cli(parsed):
     argv = [_exec_time_expansion(word) for word in _split_dump(service["Command Line"][0])]
     proc = subprocess.run(argv, cwd=service["WorkingDirectory"][0], capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL, env={**os.environ, "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == schedule.EXIT_BAD_INPUT, proc.stderr
+    assert proc.returncode == spec.EXIT_BAD_INPUT, proc.stderr
     line = BAD_RECIPE.splitlines().index('sise = "8G"') + 1
     assert f"error: {recipe}:{line}: key 'disk.sise': unknown key (did you mean 'size'?)" in proc.stderr.splitlines()

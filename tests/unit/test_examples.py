@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 import yaml
 
-from imagebuilder import recipe, schedule
+from imagebuilder import recipe
+from imagebuilder.schedule.spec import Schedule
 from imagebuilder.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ def test_the_golden_recipe_is_valid():
 
 
 def test_the_systemd_example_is_what_schedule_install_writes():
-    example = schedule.Schedule(
+    example = Schedule(
         name="imagebuilder-golden", recipe=Path("/srv/images/recipes/golden.toml"), on_calendar="daily",
         command=("/opt/imagebuilder/.venv/bin/imagebuilder",), flock="/usr/bin/flock")
     assert (SYSTEMD / "imagebuilder-golden.service").read_text() == example.service_text()

@@ -1,6 +1,6 @@
 """Decisions that delete or keep something refuse when libvirt cannot tell: a pool whose volumes
 cannot be listed or a domain whose XML cannot be read may hold a clone of the golden volume, so
-`destroy` does not delete it, and says why."""
+`destroy` does not delete it, and says why. Only libvirt's "not found" codes mean absent."""
 
 from __future__ import annotations
 
@@ -8,22 +8,15 @@ import libvirt
 import pytest
 
 from imagebuilder.errors import VirtError
-from imagebuilder.virt import clone, storage
+from imagebuilder.virt import clone, domain, storage
+from imagebuilder.virt.lookup import NO_DOMAIN, NO_POOL, lookup_or_none
 
 
-class Failure(libvirt.libvirtError):
-    def __init__(self, message: str, code: int):
-        Exception.__init__(self, message)
-        self.code, self.err = code, None
-
-    def get_error_code(self) -> int:
-        return self.code
-
-    def get_error_message(self) -> str:
-        return str(self)
-
-    def get_error_domain(self) -> int:
-        return libvirt.VIR_FROM_STORAGE
+def Failure(message: str, code: int, origin: int = libvirt.VIR_FROM_STORAGE) -> libvirt.libvirtError:  # noqa: N802
+    """A libvirtError as libvirt-python makes it: its `err` tuple (code, domain, message, level, …)."""
+    exc = libvirt.libvirtError(message)
+    exc.err = (code, origin, message, libvirt.VIR_ERR_ERROR, message, None, None, -1, -1)
+    return exc
 
 
 class Pool:
@@ -116,42 +109,108 @@ def test_a_missing_pool_holds_no_volume_but_a_failing_lookup_is_not_an_answer():
         storage.volume_exists_in(conn, "broken", "x.qcow2")
 
 
-def test_destroy_refuses_to_delete_the_golden_volume_when_it_cannot_know(monkeypatch, tmp_path):
-    """Against libvirt's test driver: the golden volume stays, and destroy says why."""
-    from imagebuilder import fleet, recipe
-    from imagebuilder.progress import Reporter
-    from imagebuilder.virt.connection import connect
+class Blind:
+    """A test-driver connection that also lists a pool or a domain libvirt cannot read."""
 
-    with connect("test:///default") as conn:
-        pool = conn.storagePoolLookupByName("default-pool")
-        storage.create_volume(pool, "gold.qcow2", 1 << 20, "qcow2")
-        recipe_file = tmp_path / "fleet.toml"
-        recipe_file.write_text('[image]\nname = "gold"\n[base]\npath = "base.qcow2"\n'
-                               '[output]\nuri = "test:///default"\npool = "default-pool"\n'
-                               '[domain]\nmemory = "64M"\n[[machines]]\nname = "web-1"\n')
-        (tmp_path / "base.qcow2").write_bytes(b"")
+    def __init__(self, conn, pools=(), domains=()):
+        self.conn, self.pools, self.domains = conn, list(pools), list(domains)
 
-        def cannot_tell(*_args):
-            raise VirtError("cannot tell whether a clone uses gold.qcow2: the volumes of pool elsewhere cannot "
-                            "be listed")
+    def __getattr__(self, name: str):
+        return getattr(self.conn, name)
 
-        monkeypatch.setattr(fleet.virt_clone, "users", cannot_tell)
-        monkeypatch.setattr(fleet.connection, "connect", lambda _uri: _same_connection(conn))
-        with pytest.raises(VirtError, match="cannot tell whether a clone uses gold.qcow2"):
-            fleet.destroy(recipe.load(recipe_file), False, Reporter("plain"))
-        pool.refresh(0)
-        assert "gold.qcow2" in pool.listVolumes()
+    def listAllStoragePools(self, flags: int = 0):  # noqa: N802
+        return self.conn.listAllStoragePools(flags) + self.pools
 
+    def listAllDomains(self, flags: int = 0):  # noqa: N802
+        return self.conn.listAllDomains(flags) + self.domains
 
-class _same_connection:  # noqa: N801 - stands for connection.connect's context manager
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        return self.conn
+    def __enter__(self):  # as connection.connect's context manager
+        return self
 
     def __exit__(self, *_exc):
         return False
+
+
+@pytest.mark.parametrize("blind, reason", [
+    ({"pools": [Pool("elsewhere", fails=True)]},
+     "cannot tell whether a clone uses gold.qcow2: the volumes of pool elsewhere cannot be listed: cannot open "
+     "directory: Permission denied"),
+    ({"domains": [Domain("web", libvirt.VIR_ERR_OPERATION_FAILED)]},
+     "cannot tell whether domain web uses gold.qcow2: its XML cannot be read: XML unavailable"),
+], ids=["pool-cannot-be-listed", "domain-xml-cannot-be-read"])
+def test_destroy_refuses_to_delete_the_golden_volume_when_it_cannot_know(monkeypatch, tmp_path, blind, reason):
+    """Against libvirt's test driver, with clone.users itself: the golden volume stays, and destroy says why."""
+    from imagebuilder import recipe
+    from imagebuilder.fleet.destroy import destroy
+    from imagebuilder.progress import Reporter
+    from imagebuilder.virt import connection
+
+    with connection.connect("test:///default") as conn:
+        pool = conn.storagePoolLookupByName("default-pool")
+        storage.create_volume(pool, "gold.qcow2", 1 << 20, "qcow2")
+        try:
+            recipe_file = tmp_path / "fleet.toml"
+            recipe_file.write_text('[image]\nname = "gold"\n[base]\npath = "base.qcow2"\n'
+                                   '[output]\nuri = "test:///default"\npool = "default-pool"\n'
+                                   '[domain]\nmemory = "64M"\n[[machines]]\nname = "web-1"\n')
+            (tmp_path / "base.qcow2").write_bytes(b"")
+            monkeypatch.setattr(connection, "connect", lambda _uri: Blind(conn, **blind))
+            with pytest.raises(VirtError) as refused:
+                destroy(recipe.load(recipe_file), False, Reporter("plain"))
+            assert refused.value.message == reason
+            pool.refresh(0)
+            assert "gold.qcow2" in pool.listVolumes()
+        finally:
+            storage.delete_volume(pool, "gold.qcow2")
+
+
+def test_a_lookup_is_none_only_when_libvirt_says_not_found():
+    def missing(name):
+        raise Failure(f"Domain not found: no domain with matching name '{name}'", libvirt.VIR_ERR_NO_DOMAIN,
+                      libvirt.VIR_FROM_QEMU)
+
+    assert lookup_or_none(missing, "web", NO_DOMAIN, "domain") is None
+    assert lookup_or_none(str.upper, "web", NO_DOMAIN, "domain") == "WEB"
+    with pytest.raises(VirtError, match="cannot look up domain web: Domain not found"):
+        lookup_or_none(missing, "web", NO_POOL, "domain")  # another kind's "not found" is no answer here
+
+
+def test_a_lookup_that_fails_otherwise_raises_with_libvirt_reason():
+    def lost(_name):
+        raise Failure("End of file while reading data: Input/output error", libvirt.VIR_ERR_SYSTEM_ERROR,
+                      libvirt.VIR_FROM_RPC)
+
+    with pytest.raises(VirtError) as failed:
+        lookup_or_none(lost, "default", NO_POOL, "storage pool")
+    assert failed.value.message == "cannot look up storage pool default: End of file while reading data: " \
+                                   "Input/output error"
+    assert "connection to libvirt was lost" in failed.value.hint
+
+
+class Running:
+    def __init__(self, name: str, error: int):
+        self._name, self.error = name, error
+
+    def name(self) -> str:
+        return self._name
+
+    def isActive(self) -> int:  # noqa: N802
+        raise Failure("cannot query", self.error, libvirt.VIR_FROM_DOMAIN)
+
+
+def test_a_domain_that_is_gone_does_not_run_but_an_unanswered_query_is_no_answer():
+    assert domain.is_active(Running("gone", libvirt.VIR_ERR_NO_DOMAIN)) is False
+    with pytest.raises(VirtError, match="cannot query domain web: cannot query"):
+        domain.is_active(Running("web", libvirt.VIR_ERR_OPERATION_FAILED))
+
+
+def test_running_on_refuses_when_a_running_domain_cannot_be_read():
+    """`imagebuilder test` and `mount --rw` go by it: a domain it cannot read may run from the image."""
+    conn = Conn([], [Domain("web", libvirt.VIR_ERR_OPERATION_FAILED), Domain("gone", libvirt.VIR_ERR_NO_DOMAIN)])
+    with pytest.raises(VirtError, match="cannot tell whether domain web runs from /images/a.qcow2"):
+        domain.running_on(conn, "/images/a.qcow2")
+    conn.domains.pop(0)
+    assert domain.running_on(conn, "/images/a.qcow2") == []
 
 
 def test_a_running_domain_on_a_pool_volume_is_found_by_the_volume_file():

@@ -9,7 +9,8 @@ from functools import partial
 import pytest
 import yaml
 
-from imagebuilder import cloudinit, fleet
+from imagebuilder import cloudinit
+from imagebuilder.fleet.clone import clone_names, parse_steps
 from imagebuilder.errors import InputError
 from imagebuilder.virt.clone import overlay_xml
 from imagebuilder.virt.domainxml import DiskSpec, DomainSpec, domain_xml, validate_xml
@@ -205,21 +206,21 @@ def test_overlay_volume_xml():
 
 
 def test_clone_names():
-    assert fleet.clone_names("web", 1) == ["web"]
-    assert fleet.clone_names("web", 3) == ["web-1", "web-2", "web-3"]
-    assert fleet.clone_names("n{n}x", 2) == ["n1x", "n2x"]
+    assert clone_names("web", 1) == ["web"]
+    assert clone_names("web", 3) == ["web-1", "web-2", "web-3"]
+    assert clone_names("n{n}x", 2) == ["n1x", "n2x"]
     with pytest.raises(InputError):
-        fleet.clone_names("web", 0)
+        clone_names("web", 0)
 
 
 def test_customize_steps(tmp_path):
-    steps = fleet.parse_steps(["write /etc/role:{name}", "run-command echo hi", "update"], "web-2", tmp_path)
+    steps = parse_steps(["write /etc/role:{name}", "run-command echo hi", "update"], "web-2", tmp_path)
     assert [(s.op, s.arg) for s in steps][:2] == [("write", ("/etc/role", "web-2")), ("run_command", "echo hi")]
     assert steps[2].op == "update"
     with pytest.raises(InputError, match="unknown command 'frobnicate'"):
-        fleet.parse_steps(["frobnicate now"], "a", tmp_path)
+        parse_steps(["frobnicate now"], "a", tmp_path)
     with pytest.raises(InputError, match="--customize 'chmod x /etc'"):
-        fleet.parse_steps(["chmod x /etc"], "a", tmp_path)
+        parse_steps(["chmod x /etc"], "a", tmp_path)
 
 
 # finding the first clone's filesystems without libguestfs inspection (guest/clones.py)

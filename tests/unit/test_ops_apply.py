@@ -16,7 +16,8 @@ from imagebuilder.guest import firstboot
 from imagebuilder.guest.args import ArgContext
 from imagebuilder.guest.context import GuestContext, shell_line
 from imagebuilder.guest.customize import selinux_relabel
-from imagebuilder.guest.ops import REGISTRY, rename_in_hosts
+from imagebuilder.guest.ops import REGISTRY
+from imagebuilder.guest.ops.system import rename_in_hosts
 from imagebuilder.progress import Reporter
 from tests.unit.fakeguest import FakeGuest, debian_root
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from imagebuilder import __version__, schedule
+from imagebuilder import __version__
+from imagebuilder.schedule import plan, spec, unitfiles
 from imagebuilder.errors import InputError
-from imagebuilder.schedule import Schedule
+from imagebuilder.schedule.spec import Schedule
 
 
 def make(recipe: str = "/srv/recipes/web.toml", **overrides) -> Schedule:
@@ -46,11 +47,11 @@ def settings(text: str) -> dict[str, list[str]]:
     ("", '""'),
 ])
 def test_exec_words_are_quoted_and_escaped_for_systemd(word, quoted):
-    assert schedule.quote_exec_word(word) == quoted
+    assert spec.quote_exec_word(word) == quoted
 
 
 def test_escape_specifiers_doubles_percent():
-    assert schedule.escape_specifiers("/srv/%n/%%") == "/srv/%%n/%%%%"
+    assert spec.escape_specifiers("/srv/%n/%%") == "/srv/%%n/%%%%"
 
 
 def test_service_runs_build_if_changed_under_a_lock_and_logs_to_the_journal():
@@ -74,9 +75,9 @@ def test_lock_is_per_recipe_in_the_runtime_directory():
 def test_exit_status_mapping_built_and_no_change_succeed_failures_do_not():
     unit = settings(make().service_text())
     success = {int(code) for value in unit["SuccessExitStatus"] for code in value.split()}
-    assert success == {schedule.EXIT_BUILT} == {3}
-    assert schedule.EXIT_NO_CHANGE == 0      # systemd's own success
-    assert schedule.EXIT_FAILED not in success and schedule.EXIT_BAD_INPUT not in success
+    assert success == {spec.EXIT_BUILT} == {3}
+    assert spec.EXIT_NO_CHANGE == 0      # systemd's own success
+    assert spec.EXIT_FAILED not in success and spec.EXIT_BAD_INPUT not in success
 
 
 def test_paths_with_spaces_and_percent_are_escaped_everywhere():
@@ -114,8 +115,8 @@ def test_both_units_start_with_the_marker_and_metadata(tmp_path):
     for text in (item.service_text(), item.timer_text()):
         path = tmp_path / "unit"
         path.write_text(text)
-        assert text.splitlines()[0] == schedule.MARKER
-        assert schedule.read_metadata(path) == item.metadata()
+        assert text.splitlines()[0] == spec.MARKER
+        assert unitfiles.read_metadata(path) == item.metadata()
     assert item.metadata()["command"] == ["/opt/ib/.venv/bin/imagebuilder", "build", "/srv/a b/%n.toml",
                                           "--if-changed"]
 
@@ -123,43 +124,43 @@ def test_both_units_start_with_the_marker_and_metadata(tmp_path):
 def test_metadata_is_none_for_units_someone_else_wrote(tmp_path):
     foreign = tmp_path / "backup.timer"
     foreign.write_text("[Timer]\nOnCalendar=daily\n")
-    assert schedule.read_metadata(foreign) is None
-    assert schedule.read_metadata(tmp_path / "missing.timer") is None
+    assert unitfiles.read_metadata(foreign) is None
+    assert unitfiles.read_metadata(tmp_path / "missing.timer") is None
     almost = tmp_path / "almost.timer"
-    almost.write_text(schedule.MARKER + "\n# imagebuilder-schedule: {not json\n")
-    assert schedule.read_metadata(almost) is None
+    almost.write_text(spec.MARKER + "\n# imagebuilder-schedule: {not json\n")
+    assert unitfiles.read_metadata(almost) is None
 
 
 @pytest.mark.parametrize(("given", "name"), [("nightly", "nightly"), ("nightly.timer", "nightly"),
                                              ("web.service", "web"), ("a_b.c:d-1", "a_b.c:d-1")])
 def test_names(given, name):
-    assert schedule.check_name(given) == name
+    assert plan.check_name(given) == name
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "../x", "-x", "x@y", "a/b", "x" * 201])
 def test_bad_names_are_refused(bad):
     with pytest.raises(InputError):
-        schedule.check_name(bad)
+        plan.check_name(bad)
 
 
 def test_default_name_maps_characters_units_cannot_have():
-    assert schedule.default_name("web+1") == "imagebuilder-web-1"
-    assert schedule.default_name("db.prod") == "imagebuilder-db.prod"
+    assert plan.default_name("web+1") == "imagebuilder-web-1"
+    assert plan.default_name("db.prod") == "imagebuilder-db.prod"
 
 
 @pytest.mark.parametrize("bad", ["/srv/line\nbreak/web.toml", "/srv/trailing /x ", "/srv/x\\"])
 def test_values_a_unit_cannot_hold_are_refused(bad):
     with pytest.raises(InputError):
-        schedule._check_unit_value("recipe path", bad)
+        spec.check_unit_value("recipe path", bad)
 
 
 def test_default_unit_dirs(monkeypatch, tmp_path):
-    assert schedule.default_unit_dir(False) == Path("/etc/systemd/system")
+    assert unitfiles.default_unit_dir(False) == Path("/etc/systemd/system")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    assert schedule.default_unit_dir(True) == tmp_path / "systemd" / "user"
+    assert unitfiles.default_unit_dir(True) == tmp_path / "systemd" / "user"
     monkeypatch.delenv("XDG_CONFIG_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert schedule.default_unit_dir(True) == tmp_path / ".config" / "systemd" / "user"
+    assert unitfiles.default_unit_dir(True) == tmp_path / ".config" / "systemd" / "user"
 
 
 def _executable(path: Path) -> Path:
@@ -173,7 +174,7 @@ def test_command_is_the_script_this_process_runs_as_made_absolute(monkeypatch, t
     _executable(tmp_path / "bin" / "imagebuilder")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["bin/imagebuilder", "schedule", "install"])
-    assert schedule.imagebuilder_command() == (str(tmp_path / "bin" / "imagebuilder"),)
+    assert plan.imagebuilder_command() == (str(tmp_path / "bin" / "imagebuilder"),)
 
 
 def test_command_is_the_script_beside_the_venv_python_without_resolving_it(monkeypatch, tmp_path):
@@ -182,14 +183,14 @@ def test_command_is_the_script_beside_the_venv_python_without_resolving_it(monke
     os.symlink("/usr/bin/python3", venv_bin / "python")
     monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest"])
     monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
-    assert schedule.imagebuilder_command() == (str(script),)
+    assert plan.imagebuilder_command() == (str(script),)
 
 
 def test_command_falls_back_to_python_dash_m(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["/usr/bin/pytest"])
     monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert schedule.imagebuilder_command() == (str(tmp_path / "venv" / "bin" / "python"), "-m", "imagebuilder.cli")
+    assert plan.imagebuilder_command() == (str(tmp_path / "venv" / "bin" / "python"), "-m", "imagebuilder.cli")
 
 
 def test_the_python_dash_m_fallback_runs():

@@ -11,7 +11,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from imagebuilder import schedule
+from imagebuilder.schedule import unitfiles
 from imagebuilder.cli import app
 from imagebuilder.run import run as real_run
 
@@ -35,7 +35,7 @@ def units(tmp_path):
 @pytest.fixture(autouse=True)
 def no_systemd(monkeypatch):
     """Behave as on this machine, where systemd is not PID 1, whatever the host running the tests."""
-    monkeypatch.setattr(schedule, "systemd_running", lambda: False)
+    monkeypatch.setattr(unitfiles, "systemd_running", lambda: False)
 
 
 @pytest.fixture
@@ -49,9 +49,9 @@ def systemctl_calls(monkeypatch, units):
             return None
         return real_run(argv, **kwargs)
 
-    monkeypatch.setattr(schedule, "systemd_running", lambda: True)
-    monkeypatch.setattr(schedule, "default_unit_dir", lambda user: units)
-    monkeypatch.setattr(schedule, "run", fake_run)
+    monkeypatch.setattr(unitfiles, "systemd_running", lambda: True)
+    monkeypatch.setattr(unitfiles, "default_unit_dir", lambda user: units)
+    monkeypatch.setattr(unitfiles, "run", fake_run)
     return calls
 
 
@@ -78,7 +78,7 @@ def test_install_with_a_relative_recipe_path_writes_absolute_paths(recipe, units
     monkeypatch.chdir(recipe.parent.parent)
     result = install("my recipes/web.toml", units)
     assert result.exit_code == 0, result.output
-    meta = schedule.read_metadata(units / "imagebuilder-web.service")
+    meta = unitfiles.read_metadata(units / "imagebuilder-web.service")
     assert meta["recipe"] == str(recipe)
     assert meta["command"][0].startswith("/")
 
