@@ -9,8 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from imagebuilder.errors import BuildError, HostError, InputError
-from imagebuilder.run import run
+from imagebuilder.errors import HostError, InputError
+from imagebuilder.run import CommandError, run
 from imagebuilder.schedule.spec import DEFAULT_RANDOMIZED_DELAY, Schedule, check_unit_value
 
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -66,7 +66,7 @@ def check_calendar(spec: str) -> str:
         raise InputError("--on-calendar is empty", "for example daily, weekly or 'Mon..Fri *-*-* 03:00'")
     try:
         proc = run([_systemd_analyze(), "calendar", spec], timeout=30)
-    except BuildError:
+    except CommandError:
         raise InputError(f"--on-calendar {spec!r}: not a systemd calendar specification",
                          "see `man systemd.time`; for example daily, weekly or 'Mon..Fri *-*-* 03:00'") from None
     for line in proc.stdout.splitlines():
@@ -81,7 +81,7 @@ def check_timespan(text: str) -> str:
     check_unit_value("--randomized-delay", text)
     try:
         run([_systemd_analyze(), "timespan", text], timeout=30)
-    except BuildError:
+    except CommandError:
         raise InputError(f"--randomized-delay {text!r}: not a systemd time span",
                          "for example 0, 90s, 15min or 1h") from None
     return text

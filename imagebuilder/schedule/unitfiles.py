@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagebuilder.errors import BuildError, HostError, InputError
-from imagebuilder.run import run
+from imagebuilder.errors import HostError, InputError
+from imagebuilder.run import CommandError, run
 from imagebuilder.schedule.plan import check_name
 from imagebuilder.schedule.spec import MARKER, META_PREFIX, Schedule
 
@@ -125,7 +125,7 @@ def install(schedule: Schedule, unit_dir: Path) -> Outcome:
     for argv in commands:
         try:
             run(argv, timeout=120)
-        except BuildError as exc:
+        except CommandError as exc:
             raise HostError(f"units written to {unit_dir}, but {exc}",
                             "run " + " && ".join(" ".join(c) for c in commands) + " yourself") from None
     outcome.activated = True
@@ -148,7 +148,7 @@ def remove(name: str, unit_dir: Path, user: bool = False) -> Outcome:
     if running:
         try:
             run([*_systemctl(user), "disable", "--now", f"{name}.timer"], timeout=120)
-        except BuildError as exc:
+        except CommandError as exc:
             outcome.warnings.append(str(exc))
     wanted = unit_dir / "timers.target.wants" / f"{name}.timer"
     if wanted.is_symlink() and os.path.basename(os.readlink(wanted)) == f"{name}.timer":
@@ -163,7 +163,7 @@ def remove(name: str, unit_dir: Path, user: bool = False) -> Outcome:
         try:
             run(reload, timeout=120)
             outcome.activated = True
-        except BuildError as exc:
+        except CommandError as exc:
             outcome.warnings.append(str(exc))
             outcome.todo = [reload]
     else:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from imagebuilder.schedule import unitfiles
 from imagebuilder.cli import app
+from imagebuilder.run import CommandError
 from imagebuilder.run import run as real_run
 
 runner = CliRunner()
@@ -207,6 +208,19 @@ def test_where_systemd_runs_remove_disables_then_reloads(recipe, units, systemct
     assert systemctl_calls == [["systemctl", "disable", "--now", "imagebuilder-web.timer"],
                                ["systemctl", "daemon-reload"]]
     assert not any(units.iterdir())
+
+
+def test_where_systemctl_fails_install_says_what_to_run(recipe, units, systemctl_calls, monkeypatch):
+    def failing(argv, **kwargs):
+        if argv[0] == "systemctl":
+            raise CommandError(argv, 1, "Failed to enable unit: Access denied")
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(unitfiles, "run", failing)
+    result = install(recipe, units)
+    assert result.exit_code == 1
+    assert "but systemctl daemon-reload failed with exit code 1; Failed to enable unit: Access denied" in result.output
+    assert "run systemctl daemon-reload && systemctl enable --now imagebuilder-web.timer yourself" in result.output
 
 
 def test_where_systemd_runs_units_in_another_directory_are_not_activated(recipe, tmp_path, systemctl_calls):
