@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import subprocess
 import time
@@ -21,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from imagebuilder.cache import default_dir
-from imagebuilder.errors import InputError
+from imagebuilder.errors import HostError, InputError
+from imagebuilder.run import Child, spawn
 from imagebuilder.units import parse_duration
 
 ENV_VAR = "IMAGEBUILDER_ACCEL"
@@ -143,19 +143,17 @@ def boot_kernel(qemu: str, kernel: Path, accel: str, cpu: str, bound: float) -> 
             "-display", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(kernel),
             "-append", "console=ttyS0 panic=-1"]
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    except OSError as exc:
+        with spawn(argv, timeout=bound) as child:
+            banner, done = _read_until(child)
+            try:
+                child.wait(timeout=0 if done else 2)  # its console closed: it is exiting, or exited
+                exited = True
+            except subprocess.TimeoutExpired:
+                exited = False
+            child.kill()
+            _, err = child.communicate()
+    except (OSError, HostError) as exc:
         return False, f"could not start: {exc}"
-    try:
-        banner, done = _read_until(proc, bound)
-        try:
-            proc.wait(timeout=0 if done else 2)  # its console closed: it is exiting, or exited
-            exited = True
-        except subprocess.TimeoutExpired:
-            exited = False
-    finally:
-        proc.kill()
-        _, err = proc.communicate()
     if done:
         return True, ""
     complaints = [line.strip() for line in err.decode(errors="replace").splitlines() if line.strip()]
@@ -164,18 +162,11 @@ def boot_kernel(qemu: str, kernel: Path, accel: str, cpu: str, bound: float) -> 
     return False, f"{'stopped printing' if banner else 'printed nothing'} within {bound:.0f}s"
 
 
-def _read_until(proc: subprocess.Popen, bound: float) -> tuple[bool, bool]:
-    """Read proc's console until the kernel finished starting, proc exited, or the bound passed:
+def _read_until(child: Child) -> tuple[bool, bool]:
+    """Read child's console until the kernel finished starting, it exited, or its bound passed:
     (whether the kernel's banner appeared, whether it finished)."""
-    deadline = time.monotonic() + bound
     tail, banner = b"", False
-    while (left := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if not ready:
-            break
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            break
+    while chunk := child.read():
         tail = tail[-256:] + chunk  # a marker may straddle two reads
         banner = banner or BANNER in tail
         if any(marker in tail for marker in DONE_MARKERS):

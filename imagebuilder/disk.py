@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import subprocess
 from pathlib import Path
 
 from imagebuilder import files
 from imagebuilder.errors import BuildError, SourceError
 from imagebuilder.progress import Transfer
-from imagebuilder.run import require, run
+from imagebuilder.run import CommandError, run, spawn, tail
 
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 
@@ -35,30 +33,19 @@ def convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str, transfer: Transfer
     """Copy src into a new dst in dst_fmt, sparse, reporting progress as a percentage of the virtual size;
     `options` go to qemu-img convert (such as -o subformat=streamOptimized)."""
     argv = ["qemu-img", "convert", "-p", "-f", src_fmt, "-O", dst_fmt, *options, str(src), str(dst)]
-    require(argv[0])
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
     buffer = b""
-    try:
-        while chunk := proc.stdout.read1(4096):
+    with spawn(argv) as child:  # on Ctrl-C or SIGTERM qemu-img is killed: it must not go on writing
+        while chunk := child.read():
             buffer = (buffer + chunk)[-256:]
             found = _PROGRESS.findall(buffer)
             if found and transfer and transfer.total:
                 transfer.set(int(float(found[-1]) / 100 * transfer.total))
-        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        code = proc.wait()
-    except BaseException:  # Ctrl-C, SIGTERM: qemu-img must not go on writing after we are gone
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
+        stderr = child.stderr.read().decode(errors="replace")
+        code = child.wait()
     if code != 0:
         if files.NO_SPACE_TEXT in stderr:
             raise files.no_space(dst.parent, f"the {dst_fmt} image {dst.name}")
-        raise BuildError(f"{shlex.join(argv)} failed: {stderr.strip()}")
+        raise CommandError(argv, code, tail(stderr))
     if transfer:
         transfer.set(transfer.total or 0)
         transfer.finish()

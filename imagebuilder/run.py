@@ -1,5 +1,5 @@
-"""The one wrapper through which the project runs host programs. Nothing is run through a shell; a
-failure is a CommandError.
+"""The one wrapper through which the project runs host programs: run() to completion, spawn() to read
+output as it comes. Nothing is run through a shell; a failure is a CommandError.
 
 Secrets never reach a CommandError: it carries the argv and the tail of the program's output, never
 its environment or its input, so a secret goes to a program through those, never on its command line.
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import IO, Any, BinaryIO
 
 from imagebuilder.errors import BuildError, HostError, one_line
@@ -46,6 +49,12 @@ class CommandError(BuildError):
         super().__init__(one_line(f"{shlex.join(self.argv)} {what}" + (f"; {detail}" if detail else "")), hint)
 
 
+def tail(output: str | bytes) -> str:
+    """The last TAIL_LINES lines of a program's output, as text."""
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output
+    return "\n".join(text.strip().splitlines()[-TAIL_LINES:])
+
+
 def require(program: str) -> str:
     """Return the path of `program`, or raise a HostError saying which package provides it."""
     path = shutil.which(program)
@@ -73,8 +82,51 @@ def run(argv: Sequence[str], *, capture: bool = True, timeout: float | None = No
     except subprocess.TimeoutExpired as exc:
         raise CommandError(argv, None, timeout=exc.timeout) from None
     if check and proc.returncode != 0:
-        output = proc.stderr or proc.stdout or ""
-        if isinstance(output, bytes):
-            output = output.decode(errors="replace")
-        raise CommandError(argv, proc.returncode, "\n".join(output.strip().splitlines()[-TAIL_LINES:]))
+        raise CommandError(argv, proc.returncode, tail(proc.stderr or proc.stdout or ""))
     return proc
+
+
+class Child(subprocess.Popen):
+    """A program started by spawn(): a Popen whose output is read a chunk at a time, within a bound."""
+
+    deadline: float | None = None  # time.monotonic() past which read() no longer waits
+
+    def read(self, timeout: float | None = None, stream: IO[bytes] | None = None) -> bytes | None:
+        """The next bytes of stdout (or `stream`), b"" at its end, or None if none came within timeout
+        seconds or before the deadline."""
+        stream = self.stdout if stream is None else stream
+        assert stream is not None
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                return None
+            timeout = left if timeout is None else min(timeout, left)
+        ready, _, _ = select.select([stream], [], [], timeout)
+        return os.read(stream.fileno(), 4096) if ready else None
+
+    def stop(self) -> None:
+        """Kill the program if it still runs, reap it and close its pipes."""
+        if self.poll() is None:
+            log.debug("spawn: killing %s (pid %d)", self.args[0], self.pid)
+            self.kill()
+        self.wait()
+        for stream in (self.stdout, self.stderr):
+            if stream:
+                stream.close()
+
+
+@contextmanager
+def spawn(argv: Sequence[str], *, timeout: float | None = None,
+          env: dict[str, str] | None = None) -> Iterator[Child]:
+    """Start argv (no shell, no input) with stdout and stderr as pipes, for the caller to read as they
+    come; reads wait at most until `timeout` seconds from now. When the block ends, normally or not,
+    the program is killed if it still runs, and reaped: nothing is left running."""
+    require(argv[0])
+    log.debug("spawn: %s", shlex.join(argv))
+    child = Child(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    if timeout is not None:
+        child.deadline = time.monotonic() + timeout
+    try:
+        yield child
+    finally:
+        child.stop()

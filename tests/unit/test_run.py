@@ -1,12 +1,17 @@
 """run(): a failed host program is a CommandError that names it, its exit code and the tail of its
-error output, on one line, and never carries what was passed to it through its input or environment."""
+error output, on one line, and never carries what was passed to it through its input or environment.
+spawn(): output is read as it comes, within a bound, and the program never outlives the block."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
-from imagebuilder.errors import BuildError
-from imagebuilder.run import CommandError, run
+from imagebuilder.errors import BuildError, HostError
+from imagebuilder.run import CommandError, run, spawn
 
 SECRET = "hunter2-passphrase"
 
@@ -59,3 +64,43 @@ def test_check_false_returns_the_failure_and_bytes_output(tmp_path):
     with open(tmp_path / "out", "wb") as out:
         run(["sh", "-c", "printf data; echo progress >&2"], stdout=out)
     assert (tmp_path / "out").read_bytes() == b"data"
+
+
+def _gone(pid: int) -> bool:
+    """True once pid is neither running nor a zombie of ours (reaped)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not os.path.exists(f"/proc/{pid}")
+    return False
+
+
+def test_spawn_reads_output_as_it_comes():
+    with spawn(["sh", "-c", "echo one; sleep 0.5; echo two >&2; echo three"], timeout=10) as child:
+        assert child.read() == b"one\n" and child.poll() is None
+        assert child.read() == b"three\n" and child.read() == b""
+        assert child.stderr.read() == b"two\n" and child.wait() == 0
+
+
+def test_spawn_kills_and_reaps_on_an_exception():
+    with pytest.raises(RuntimeError):
+        with spawn(["sh", "-c", "echo started; exec sleep 30"]) as child:
+            assert child.read(timeout=10) == b"started\n"
+            raise RuntimeError("the caller failed")
+    assert child.returncode == -signal.SIGKILL and _gone(child.pid)
+
+
+def test_spawn_stops_waiting_at_its_bound_and_leaves_nothing_running():
+    started = time.monotonic()
+    with spawn(["sleep", "30"], timeout=0.3) as child:
+        assert child.read() is None  # nothing came within the bound
+        assert child.read(timeout=5) is None  # the bound is past: no more waiting
+    assert time.monotonic() - started < 5
+    assert child.returncode == -signal.SIGKILL and _gone(child.pid)
+
+
+def test_spawn_of_a_missing_program_names_its_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(HostError, match="qemu-img not found on PATH.*install qemu-utils"):
+        with spawn(["qemu-img", "info"]):
+            pytest.fail("started")
