@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 
 from imagebuilder.errors import SourceError
-from imagebuilder.run import require, run
+from imagebuilder.run import run
 
 
 def _import_keys(home: str, keys: list[Path]) -> None:
@@ -44,7 +43,6 @@ def verify_clearsigned(signed: Path, keys: list[Path], what: str) -> bytes:
 
 def _verify(home: str, args: list[str]) -> str:
     """gpg's status lines; a failed check shows there too, so the exit code is not what decides."""
-    require("gpg")
-    proc = subprocess.run(["gpg", "--homedir", home, "--batch", "--status-fd", "1", "--trust-model", "always",
-                           *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = run(["gpg", "--homedir", home, "--batch", "--status-fd", "1", "--trust-model", "always", *args],
+               check=False)
     return proc.stdout if proc.returncode == 0 else proc.stdout + "\n[GNUPG:] FAILED"

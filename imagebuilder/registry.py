@@ -17,12 +17,12 @@ import json
 import os
 import re
 import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from imagebuilder.errors import BuildError
-from imagebuilder.run import require
+from imagebuilder.run import CommandError, run
 
 REGISTRIES_CONF_ENV = "CONTAINERS_REGISTRIES_CONF"
 COPY_TIMEOUT = 3600  # seconds: one copy of a multi-GiB image over a slow link still ends
@@ -83,16 +83,16 @@ def check_repository(text: str) -> str:
     return parsed.repo
 
 
-def _skopeo(args: list[str], timeout: int) -> subprocess.CompletedProcess[bytes]:
+def _skopeo(args: list[str], timeout: int) -> CompletedProcess[bytes]:
     """Run skopeo with the registries.conf the environment names; RegistryError on failure."""
-    argv = [require("skopeo")]
+    argv = ["skopeo"]
     conf = os.environ.get(REGISTRIES_CONF_ENV)
     if conf:
         argv += ["--registries-conf", conf]  # skopeo 1.9 reads the file only when told
     argv += ["--command-timeout", f"{timeout}s", *args]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout + 30, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+        proc = run(argv, timeout=timeout + 30, text=False, check=False)
+    except CommandError:  # with check=False, only a timeout
         raise RegistryError(f"skopeo {args[0]} timed out after {timeout}s") from None
     if proc.returncode != 0:
         detail = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import CryptoSigner, GPGSigner, Key, Signer, SSlibKey
 
 from imagebuilder.errors import BuildError, InputError
-from imagebuilder.run import require
+from imagebuilder.run import require, run
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 _PGP_SECRET = b"-----BEGIN PGP PRIVATE KEY BLOCK-----"
@@ -123,8 +122,7 @@ def _gpg_home() -> Iterator[str]:
         try:
             yield home
         finally:
-            subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], capture_output=True,
-                           stdin=subprocess.DEVNULL, check=False)
+            run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], check=False)
 
 
 def _gpg_signer(home: str, key: Path, passphrase: bytes | None) -> Signer:
@@ -136,17 +134,15 @@ def _gpg_signer(home: str, key: Path, passphrase: bytes | None) -> Signer:
         raise InputError(f"{key} holds no OpenPGP secret key")
     if passphrase is not None:
         commands = "".join(f"PRESET_PASSPHRASE {grip} -1 {passphrase.hex().upper()}\n" for grip in _keygrips(home))
-        proc = subprocess.run(["gpg-connect-agent", "--homedir", home], input=(commands + "/bye\n").encode(),
-                              capture_output=True, check=False)
-        if proc.returncode != 0 or b"ERR" in proc.stdout:
+        proc = run(["gpg-connect-agent", "--homedir", home], input=commands + "/bye\n", check=False)
+        if proc.returncode != 0 or "ERR" in proc.stdout:
             raise BuildError("the throwaway gpg-agent refused the passphrase")
     public = GPGSigner.import_(_signing_fingerprint(home), home)[1]
     return GPGSigner(public, homedir=home)
 
 
 def _gpg(home: str, args: list[str]) -> str:
-    proc = subprocess.run(["gpg", "--homedir", home, "--batch", "--quiet", *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, check=False)
+    proc = run(["gpg", "--homedir", home, "--batch", "--quiet", *args], check=False)
     if proc.returncode != 0:
         raise InputError(f"gpg {args[0]} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
     return proc.stdout

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder.errors import GuestError, HostError, ImageBuilderError, InputError, Interrupted
+from imagebuilder.run import run
 
 STOP_SECONDS = 120  # for the appliance to shut down (it syncs) once DIR is unmounted
 BUSY_SECONDS = 10   # for fusermount while DIR is busy, as guestunmount retries
@@ -121,8 +122,7 @@ def _fusermount(directory: Path, timeout: float, lazy: bool = False) -> None:
         raise HostError("fusermount is missing", hint="install the fuse package")
     deadline = time.monotonic() + timeout
     while True:
-        proc = subprocess.run([tool, "-u", *(["-z"] if lazy else []), str(directory)], capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL)
+        proc = run([tool, "-u", *(["-z"] if lazy else []), str(directory)], check=False)
         if proc.returncode == 0 or not _fuse_mounted(directory):
             return
         if time.monotonic() >= deadline:

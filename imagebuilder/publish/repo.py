@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +22,7 @@ from imagebuilder.errors import BuildError
 from imagebuilder.files import file_digest
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe.model import RepoOutput
-from imagebuilder.run import require, run
+from imagebuilder.run import run
 from imagebuilder.sources import index as index_format
 
 _HEADER = re.compile(r"^\[([^\]]+)\]\s*$")
@@ -88,12 +87,8 @@ def publish(repo: RepoOutput, image: Path, fmt: str, facts: dict[str, str], osin
         partial = repo.path / f".{name}.part"
         created(f"repository file {final}", lambda: (partial.unlink(missing_ok=True), final.unlink(missing_ok=True)))
         reporter.info(f"compressing the image for the repository {repo.path} (xz -{repo.xz_level})")
-        require("xz")
         with open(partial, "wb") as out:
-            proc = subprocess.run(["xz", f"-{repo.xz_level}", "-T0", "-c", str(image)], stdout=out,
-                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=7200)
-        if proc.returncode != 0:
-            raise BuildError(f"xz failed: {proc.stderr.decode(errors='replace').strip()}")
+            run(["xz", f"-{repo.xz_level}", "-T0", "-c", str(image)], stdout=out, timeout=7200)
         checksum = file_digest(partial, "sha512").split(":")[1]
         os.replace(partial, final)
         root = facts.get("root", "")
