@@ -26,10 +26,10 @@ from imagebuilder.guest.customize import customize
 from imagebuilder.guest.pkgcache import PackageCache
 from imagebuilder.manifest import Manifest
 from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Base, Recipe, Sign
+from imagebuilder.recipe import Recipe, Sign
 from imagebuilder.run import run
 from imagebuilder.publish import Elsewhere, is_current
-from imagebuilder.sources import bootstrap, local, oci, template, url
+from imagebuilder.sources import kinds
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.undo import Undo
 from imagebuilder.virt import connection, domain, storage
@@ -243,34 +243,21 @@ class _Build:
         self.pool_dir = next((host.local_dir for host in self.hosts if host.main), None)
 
     @cached_property
-    def base_identity(self) -> rebuild.BaseIdentity:
+    def base_identity(self) -> kinds.Identity:
         """What the base is now, asked once per build: the check and the fetch both start from it."""
-        return rebuild.identify_base(self.recipe, self.cache, self.reporter)
+        return kinds.lookup(self.recipe.base.kind).identify(self.recipe, self.cache, self.reporter)
 
     def fetch(self) -> BaseImage:
         """The base image that identifying it found, from the cache when possible."""
-        base, known = self.recipe.base, self.base_identity
-        entry = self.shared and known.digest and sharedcache.base_entry(base.kind, known.digest)
+        source, known = kinds.lookup(self.recipe.base.kind), self.base_identity
+        entry = self.shared and known.digest and source.cache_entry(known.digest)
         stage = stages.plan(self.recipe, known.digest, self.secret)[0] if entry else None
         if entry:
             self.shared.pull(stage, *entry)
-        fetched = self._fetch_base(base, known)
+        fetched = source.fetch(self.recipe, known, self.cache, self.reporter)
         if entry and self.cache.lookup(*entry):
             self.shared.push(stage, entry[0], self.cache.path(*entry))
         return fetched
-
-    def _fetch_base(self, base: Base, known: rebuild.BaseIdentity) -> BaseImage:
-        if base.kind == "oci":
-            return oci.fetch(base.oci, known.digest, self.cache, self.reporter)
-        if base.kind == "url":
-            # The digest pins the download, so no checksum file is read again. It is None only for
-            # checksum = "none" with no cached copy a 304 vouched for: then the fetch asks under its lock.
-            return url.fetch(base.url, known.digest, self.cache, self.reporter)
-        if base.kind == "path":
-            return local.fetch(base.path, known.digest)
-        if base.kind == "template":
-            return template.fetch(known.chosen, self.cache, self.reporter)
-        return bootstrap.fetch(base.bootstrap, known.digest, self.cache, self.reporter)
 
     def prepare(self, base: BaseImage) -> tuple[Path, bool, int]:
         """The working image in the output format at its working place: from the latest checkpoint

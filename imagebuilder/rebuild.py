@@ -1,44 +1,15 @@
-"""Rebuilding only what changed: the base's identity without fetching it, checkpoints of the
-stages, and whether the outputs of an earlier build already hold this build's result."""
+"""Rebuilding only what changed: checkpoints of the stages, and whether the outputs of an earlier
+build already hold this build's result."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imagebuilder.cache import Cache
 from imagebuilder.manifest import Manifest
-from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Recipe
-from imagebuilder.sources import bootstrap, local, oci, template, url
 from imagebuilder.stages import Stage
-
-
-@dataclass(frozen=True)
-class BaseIdentity:
-    """What the base is now, found without fetching it: its digest (None when only a download can tell)
-    and, for a template, the one chosen in the repositories. The fetch starts from it instead of asking again."""
-
-    digest: str | None
-    chosen: template.Chosen | None = None
-
-
-def identify_base(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseIdentity:
-    """The base as it is now, as far as it can be known without downloading or bootstrapping it."""
-    base = recipe.base
-    if base.kind == "url":
-        check = url.Verification(base.checksum, base.checksum_url, base.signature_url, base.keyring)
-        return BaseIdentity(url.identify(base.url, check, cache, reporter))
-    if base.kind == "path":
-        return BaseIdentity(local.identify(base.path, cache))
-    if base.kind == "oci":
-        return BaseIdentity(oci.identify(base.oci, reporter))
-    if base.kind == "template":
-        chosen = template.identify(recipe, reporter)
-        return BaseIdentity(chosen.checksum, chosen)
-    return BaseIdentity(bootstrap.identify(base.bootstrap))
 
 
 def checkpoint(cache: Cache, stage: Stage) -> Path:
