@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import manifest, rebuild, versions
+from imagebuilder import manifest, versions
 from imagebuilder.errors import BuildError, InputError
+from imagebuilder.manifest import Manifest
 from imagebuilder.pipeline import BuildOptions, outputs_locked
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe
@@ -22,10 +23,9 @@ def use(recipe: Recipe, choice: str, manifest_path: Path | None, reporter: Repor
     """Point the recipe's alias at version `choice` (a build number: held there) or at the newest
     version (`newest`: the hold released); returns the volume it names now."""
     with outputs_locked(recipe, BuildOptions(manifest_path=manifest_path), reporter) as path:
-        document = rebuild.previous(path)
+        document = manifest.previous(path)
         main = _main_output(document, path)
-        history = document.get("versions", [])
-        entry, held = _chosen(history, choice, main)
+        entry, held = _chosen(document.versions, choice, main)
         name = versions.volume_of(entry, main["uri"], main["pool"])
         with connection.connect(main["uri"]) as conn:
             pool = storage.find_pool(conn, main["pool"])
@@ -34,24 +34,21 @@ def use(recipe: Recipe, choice: str, manifest_path: Path | None, reporter: Repor
             undo = Undo(reporter)
             retention.point_alias(pool, Path(main["path"]).parent, main["alias"], name, undo)
             undo.finish(failed=False)
-            dom_name = (document.get("domain") or {}).get("name")
+            dom_name = (document.domain or {}).get("name")
             dom = domain.find(conn, dom_name) if dom_name else None
             running = dom is not None and bool(dom.isActive())
         main["alias_names"] = name
-        if held is None:
-            document.pop("held", None)
-        else:
-            document["held"] = held
-        manifest.write(document, path)
+        document.held = held
+        document.save(path)
     if running:
         reporter.info(f"domain {dom_name} still runs the version it booted; restart it to boot {name}")
     return name
 
 
-def _main_output(document: dict[str, Any] | None, path: Path) -> dict[str, Any]:
-    if not document or not document.get("versions"):
+def _main_output(document: Manifest | None, path: Path) -> dict[str, Any]:
+    if not document or not document.versions:
         raise InputError(f"no versions recorded in {path}: build the recipe first")
-    main = next((o for o in document.get("outputs", []) if o.get("alias")), None)
+    main = document.main_output()
     if main is None:
         raise InputError(f"the last build recorded in {path} made no alias")
     return main

@@ -24,11 +24,12 @@ from imagebuilder.deploy import hosts as libvirt_hosts, retention
 from imagebuilder.errors import BuildError, VirtError
 from imagebuilder.guest.customize import customize
 from imagebuilder.guest.pkgcache import PackageCache
+from imagebuilder.manifest import Manifest
 from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Base, Recipe, Sign
+from imagebuilder.recipe import Recipe, Sign
 from imagebuilder.run import run
 from imagebuilder.publish import Elsewhere, is_current
-from imagebuilder.sources import bootstrap, local, oci, template, url
+from imagebuilder.sources import kinds
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.undo import Undo
 from imagebuilder.virt import connection, domain, storage
@@ -60,7 +61,7 @@ class BuildResult:
     """What a finished build made."""
 
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     outputs: list[dict[str, Any]] = field(default_factory=list)
     up_to_date: bool = False
 
@@ -108,17 +109,17 @@ class _Build:
         accel, why = accelerator.decide(self.options.accel)
         self.reporter.info(f"accelerator: {accel} ({why})")
         path = self.manifest_path()
-        earlier = rebuild.previous(path)
+        earlier = manifest.previous(path)
         with self.reporter.stage("check"):
             current = self.current(earlier)
         if current is not None:
             self.reporter.info(f"up to date: the outputs of the build recorded in {path} hold this result")
-            return BuildResult(path, current, current.get("outputs", []), up_to_date=True)
+            return BuildResult(path, current, current.outputs, up_to_date=True)
         if not self.force and self.replaces_own(earlier):
             self.force = True
             self.reporter.info("replacing the outputs of this recipe's earlier build")
-        self.versions = list((earlier or {}).get("versions", []))
-        self.held = (earlier or {}).get("held")
+        self.versions = list(earlier.versions) if earlier else []
+        self.held = earlier.held if earlier else None
         if self.held is not None and self.held_volume() is None:
             self.reporter.info(f"the alias was held at version {self.held}, which is gone: it follows new versions again")
             self.held = None
@@ -147,32 +148,27 @@ class _Build:
             with self.reporter.stage("retention"):
                 retention.prune(self.versions, self.recipe.output.keep, self.template_of, self.reporter, self.held)
         document = manifest.make(self.recipe, base, accel, facts, self.outputs, deployed, self.reporter.timings)
-        document["accelerator_reason"] = why
-        document["stages"] = [{"name": s.name, "key": s.key, "own": s.own} for s in self.stages]
-        document["requested"] = self.requested()
-        if self.versions:
-            document["versions"] = self.versions
-        if self.held is not None:
-            document["held"] = self.held
+        document.accelerator_reason = why
+        document.stages = [{"name": s.name, "key": s.key, "own": s.own} for s in self.stages]
+        document.requested = self.requested()
+        document.versions, document.held = self.versions, self.held
         with self.reporter.phase("records (SBOM, provenance)"):
-            document["records"] = self.write_records(base, accel, path, earlier)
-            self.elsewhere.attach_records(self.outputs, document["records"], work.parent, self.undo, self.reporter)
-        if self.shared:
-            document["shared_cache"] = self.shared.record()
-        document["phases"] = self.reporter.phases.records
-        if self.packages and self.packages.record():
-            document["package_cache"] = self.packages.record()
-        manifest.write(document, path)
+            document.records = self.write_records(base, accel, path, earlier)
+            self.elsewhere.attach_records(self.outputs, document.records, work.parent, self.undo, self.reporter)
+        document.shared_cache = self.shared.record() if self.shared else None
+        document.phases = self.reporter.phases.records
+        document.package_cache = self.packages.record() if self.packages else None
+        document.save(path)
         self.reporter.info(f"manifest: {path}")
         return BuildResult(path, document, self.outputs)
 
-    def replaces_own(self, earlier: dict[str, Any] | None) -> bool:
+    def replaces_own(self, earlier: Manifest | None) -> bool:
         """Whether the outputs in the way are the ones this recipe's earlier build made, untouched since
         (then a rebuild may replace them without --force; anything else still needs --force)."""
         names = ("file", "volumes", "domain", "elsewhere")
-        if not earlier or any((earlier.get("requested") or {}).get(k) != self.requested().get(k) for k in names):
+        if not earlier or any(earlier.requested.get(k) != self.requested().get(k) for k in names):
             return False
-        return all(rebuild.stamp(o["path"]) == o.get("stamp") for o in earlier.get("outputs", [])
+        return all(rebuild.stamp(o["path"]) == o.get("stamp") for o in earlier.outputs
                    if o["type"] == "file")
 
     def lock_outputs(self) -> AbstractContextManager[None]:
@@ -205,7 +201,7 @@ class _Build:
             asked["elsewhere"] = self.elsewhere.requested()
         return asked
 
-    def current(self, earlier: dict[str, Any] | None) -> dict[str, Any] | None:
+    def current(self, earlier: Manifest | None) -> Manifest | None:
         """The earlier manifest, if its outputs already hold what this build would make (no download,
         launch, conversion or upload needed); None when something must be built."""
         if self.options.no_cache or earlier is None:
@@ -247,34 +243,21 @@ class _Build:
         self.pool_dir = next((host.local_dir for host in self.hosts if host.main), None)
 
     @cached_property
-    def base_identity(self) -> rebuild.BaseIdentity:
+    def base_identity(self) -> kinds.Identity:
         """What the base is now, asked once per build: the check and the fetch both start from it."""
-        return rebuild.identify_base(self.recipe, self.cache, self.reporter)
+        return kinds.lookup(self.recipe.base.kind).identify(self.recipe, self.cache, self.reporter)
 
     def fetch(self) -> BaseImage:
         """The base image that identifying it found, from the cache when possible."""
-        base, known = self.recipe.base, self.base_identity
-        entry = self.shared and known.digest and sharedcache.base_entry(base.kind, known.digest)
+        source, known = kinds.lookup(self.recipe.base.kind), self.base_identity
+        entry = self.shared and known.digest and source.cache_entry(known.digest)
         stage = stages.plan(self.recipe, known.digest, self.secret)[0] if entry else None
         if entry:
             self.shared.pull(stage, *entry)
-        fetched = self._fetch_base(base, known)
+        fetched = source.fetch(self.recipe, known, self.cache, self.reporter)
         if entry and self.cache.lookup(*entry):
             self.shared.push(stage, entry[0], self.cache.path(*entry))
         return fetched
-
-    def _fetch_base(self, base: Base, known: rebuild.BaseIdentity) -> BaseImage:
-        if base.kind == "oci":
-            return oci.fetch(base.oci, known.digest, self.cache, self.reporter)
-        if base.kind == "url":
-            # The digest pins the download, so no checksum file is read again. It is None only for
-            # checksum = "none" with no cached copy a 304 vouched for: then the fetch asks under its lock.
-            return url.fetch(base.url, known.digest, self.cache, self.reporter)
-        if base.kind == "path":
-            return local.fetch(base.path, known.digest)
-        if base.kind == "template":
-            return template.fetch(known.chosen, self.cache, self.reporter)
-        return bootstrap.fetch(base.bootstrap, known.digest, self.cache, self.reporter)
 
     def prepare(self, base: BaseImage) -> tuple[Path, bool, int]:
         """The working image in the output format at its working place: from the latest checkpoint
@@ -337,7 +320,7 @@ class _Build:
         """In the customize session, after sysprep: what the SBOM (and the tree digest) need."""
         self.contents = records.read(ctx.g, ctx.os["root"], tree=self.recipe.tree_digest, say=self.reporter.info)
 
-    def write_records(self, base: BaseImage, accel: str, path: Path, earlier: dict[str, Any] | None) -> dict[str, Any]:
+    def write_records(self, base: BaseImage, accel: str, path: Path, earlier: Manifest | None) -> dict[str, Any]:
         """The SBOMs and the signed provenance beside the manifest, and one line of what changed;
         a version's record names them, with the recipe and base it was built from."""
         if self.contents is None:
@@ -367,7 +350,7 @@ class _Build:
             number = retention.choose_names(self.hosts, self.versions, digest, when)
             self.versions.append(retention.record(self.hosts, number, digest, when))
             self.reporter.info(f"version {number}: {', '.join(h.volume for h in self.hosts if h.template)}")
-        earlier = (rebuild.previous(self.manifest_path()) or {}).get("outputs", [])
+        earlier = (manifest.previous(self.manifest_path()) or Manifest()).outputs
         with self.reporter.phase("other formats and registries"):
             self.outputs += self.elsewhere.publish(work, fmt, digest, facts, earlier, force, self.undo, self.reporter)
         with self.reporter.phase("uploads"):
@@ -425,7 +408,7 @@ def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str,
     """What a build would do now, stage by stage, with the reason for each stage that would run."""
     with ExitStack() as resources:
         job = _Build(recipe, options, reporter, Undo(reporter), resources)
-        earlier = rebuild.previous(job.manifest_path())
+        earlier = manifest.previous(job.manifest_path())
         digest = job.base_identity.digest
         if digest is None:
             return {"up_to_date": False, "reason": "the base must be downloaded to know its digest",
@@ -438,7 +421,7 @@ def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str,
         return {"up_to_date": True, "reason": "the outputs hold this result",
                 "stages": [{"name": s.name, "status": "up to date", "why": ""} for s in chain]}
     resume = None if options.no_cache else rebuild.resume_point(chain, job.cache)
-    before = {entry["name"]: entry for entry in (earlier or {}).get("stages", [])}
+    before = {entry["name"]: entry for entry in (earlier.stages if earlier else [])}
     rows, changed = [], False
     for index, stage in enumerate(chain):
         old = before.get(stage.name)
@@ -458,11 +441,11 @@ def plan(recipe: Recipe, options: BuildOptions, reporter: Reporter) -> dict[str,
     return {"up_to_date": False, "reason": reason, "stages": rows, **_version_plan(job, earlier)}
 
 
-def _version_plan(job: _Build, earlier: dict[str, Any] | None) -> dict[str, Any]:
+def _version_plan(job: _Build, earlier: Manifest | None) -> dict[str, Any]:
     """For versioned volume names: the next version's name and what retention would delete."""
     template = next((host.template for host in job.hosts if host.template), None)
     if template is None:
         return {}
-    history = (earlier or {}).get("versions", [])
-    return {"versions": versions.plan(template, job.recipe.output.keep, history, datetime.now(timezone.utc),
-                                      (earlier or {}).get("held"))}
+    earlier = earlier or Manifest()
+    return {"versions": versions.plan(template, job.recipe.output.keep, earlier.versions, datetime.now(timezone.utc),
+                                      earlier.held)}

@@ -1,44 +1,15 @@
-"""Rebuilding only what changed: the base's identity without fetching it, checkpoints of the
-stages, and whether the outputs of an earlier build already hold this build's result."""
+"""Rebuilding only what changed: checkpoints of the stages, and whether the outputs of an earlier
+build already hold this build's result."""
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from imagebuilder.cache import Cache
-from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Recipe
-from imagebuilder.sources import bootstrap, local, oci, template, url
+from imagebuilder.manifest import Manifest
 from imagebuilder.stages import Stage
-
-
-@dataclass(frozen=True)
-class BaseIdentity:
-    """What the base is now, found without fetching it: its digest (None when only a download can tell)
-    and, for a template, the one chosen in the repositories. The fetch starts from it instead of asking again."""
-
-    digest: str | None
-    chosen: template.Chosen | None = None
-
-
-def identify_base(recipe: Recipe, cache: Cache, reporter: Reporter) -> BaseIdentity:
-    """The base as it is now, as far as it can be known without downloading or bootstrapping it."""
-    base = recipe.base
-    if base.kind == "url":
-        check = url.Verification(base.checksum, base.checksum_url, base.signature_url, base.keyring)
-        return BaseIdentity(url.identify(base.url, check, cache, reporter))
-    if base.kind == "path":
-        return BaseIdentity(local.identify(base.path, cache))
-    if base.kind == "oci":
-        return BaseIdentity(oci.identify(base.oci, reporter))
-    if base.kind == "template":
-        chosen = template.identify(recipe, reporter)
-        return BaseIdentity(chosen.checksum, chosen)
-    return BaseIdentity(bootstrap.identify(base.bootstrap))
 
 
 def checkpoint(cache: Cache, stage: Stage) -> Path:
@@ -67,26 +38,17 @@ def _link(path: Path) -> str | None:
     return os.readlink(path) if path.is_symlink() else None
 
 
-def previous(manifest_path: Path) -> dict[str, Any] | None:
-    """The manifest an earlier build left at manifest_path, if any."""
-    try:
-        return json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: Any,
+def why_not_current(earlier: Manifest | None, final_key: str, requested: Any,
                     volume_exists, domain_exists, pushed_exists=None) -> str | None:  # noqa: ANN001 - lookups
     """None if the earlier build's outputs hold this build's result unchanged; else the reason."""
     if earlier is None:
         return "no earlier build"
-    stages = earlier.get("stages") or [{}]
-    if stages[-1].get("key") != final_key:
+    if (earlier.stages or [{}])[-1].get("key") != final_key:
         return "an input changed"
-    if earlier.get("requested") != requested:
-        changed = [key for key in requested if (earlier.get("requested") or {}).get(key) != requested[key]]
+    if earlier.requested != requested:
+        changed = [key for key in requested if earlier.requested.get(key) != requested[key]]
         return "the [domain] settings changed" if changed == ["domain_settings"] else "the outputs asked for changed"
-    for output in earlier.get("outputs", []):
+    for output in earlier.outputs:
         if output["type"] == "file":
             if stamp(output["path"]) != output.get("stamp"):
                 return f"{output['path']} changed or is gone"
@@ -98,8 +60,8 @@ def why_not_current(earlier: dict[str, Any] | None, final_key: str, requested: A
         elif output.get("alias") and _link(Path(output["path"]).with_name(output["alias"])) != \
                 (named := output.get("alias_names", output["volume"])):
             return f"the alias {output['pool']}/{output['alias']} no longer names {named}"
-        elif output.get("stamp") and not earlier.get("domain") and stamp(output["path"]) != output["stamp"]:
+        elif output.get("stamp") and not earlier.domain and stamp(output["path"]) != output["stamp"]:
             return f"volume {output['pool']}/{output['volume']} changed"
-    if earlier.get("domain") and not domain_exists(earlier["domain"]):
+    if earlier.domain and not domain_exists(earlier.domain):
         return "the domain is gone"
     return None

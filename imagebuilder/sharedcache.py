@@ -25,7 +25,6 @@ from imagebuilder.cache import Cache
 from imagebuilder.errors import InputError
 from imagebuilder.ocilayout import Descriptor, Layout
 from imagebuilder.progress import Reporter
-from imagebuilder.sources import oci
 from imagebuilder.recipe import Recipe
 from imagebuilder.stages import Stage
 
@@ -49,17 +48,6 @@ def read_secret(path: Path) -> bytes:
         raise InputError(f"the shared cache secret {path} is shorter than {MIN_SECRET} bytes",
                          hint="make one with `head -c 32 /dev/urandom | base64 > FILE`")
     return value
-
-
-def base_entry(kind: str, digest: str) -> tuple[str, str] | None:
-    """Where the local cache keeps a base of this kind and digest (None: a local path, nothing to share)."""
-    if kind in ("url", "template"):
-        return "images", digest.replace(":", "-")
-    if kind == "oci":
-        return "images", oci.cache_name(digest)
-    if kind == "bootstrap":
-        return "bootstrap", f"{digest.removeprefix('sha256:')}.tar"
-    return None
 
 
 @dataclass

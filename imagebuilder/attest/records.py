@@ -15,6 +15,7 @@ from imagebuilder.attest import changes, provenance, signing
 from imagebuilder.guest import passwords
 from imagebuilder.guest.inventory import NoPackageDatabase, read_packages
 from imagebuilder.guest.tree import tree_digest
+from imagebuilder.manifest import Manifest
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Recipe, Sign
 from imagebuilder.sbom import cyclonedx, spdx
@@ -121,10 +122,10 @@ def check_key(sign: Sign) -> None:
     signing.sign(b"imagebuilder: checking the signing key", sign.key, passphrase(sign))
 
 
-def earlier_packages(earlier: dict[str, Any] | None) -> list[Package] | None:
+def earlier_packages(earlier: Manifest | None) -> list[Package] | None:
     """The packages the SBOM of the build the earlier manifest records lists (None: it has none);
     read before this build writes its own, which may have the same name."""
-    before = ((earlier or {}).get("records") or {}).get("cyclonedx", {}).get("path")
+    before = (earlier.records.get("cyclonedx") or {}).get("path") if earlier else None
     return cyclonedx.read_packages(Path(before)) if before and Path(before).is_file() else None
 
 

@@ -88,8 +88,8 @@ def build(
     else:
         if verbose:
             from imagebuilder.timings import table
-            typer.echo("\n".join(table(result.manifest["timings"], result.manifest.get("phases", []))), err=True)
-        typer.echo(f"built {loaded.name} in {sum(result.manifest['timings'].values()):.0f}s")
+            typer.echo("\n".join(table(result.manifest.timings, result.manifest.phases)), err=True)
+        typer.echo(f"built {loaded.name} in {sum(result.manifest.timings.values()):.0f}s")
     if loaded.machines and not json_output:
         typer.echo(f"the golden image of {len(loaded.machines)} machines: `imagebuilder up {path}` makes them")
     if run_tests:

@@ -69,7 +69,7 @@ def versions_command(
     """List the versions of a versioned output volume that builds made: newest first, which one the
     alias names, and which were deleted or kept beyond `keep` (and why); --use rolls back; --diff
     compares two versions."""
-    from imagebuilder import hold, manifest, rebuild, versions
+    from imagebuilder import hold, manifest, versions
     from imagebuilder.cli.common import echo_table
     from imagebuilder.progress import Reporter
     with exit_on_error(json_output):
@@ -83,14 +83,14 @@ def versions_command(
                        ("" if use == hold.NEWEST else f" (held at version {use}; `--use newest` releases it)"))
             return
     where = manifest_path or manifest.default_path(loaded, None, loaded.output.pool)
-    document = rebuild.previous(where) or {}
+    document = manifest.previous(where) or manifest.Manifest()
     if diff is not None:
-        _version_diff(document.get("versions", []), diff, json_output)
+        _version_diff(document.versions, diff, json_output)
         return
-    main = next((o for o in document.get("outputs", []) if o.get("alias")), None)
+    main = document.main_output()
     alias_path = Path(main["path"]).with_name(main["alias"]) if main else None
     names = str(alias_path.readlink()) if alias_path and alias_path.is_symlink() else None
-    rows = versions.listing(document.get("versions", []), names, document.get("held"))
+    rows = versions.listing(document.versions, names, document.held)
     if json_output:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -101,7 +101,7 @@ def versions_command(
                [[("*" if row["alias"] else "") + ("H" if row["held"] else ""), str(row["n"]), row["built"],
                  row["digest"], " ".join(row["volumes"]) or "-", row["state"]] for row in rows])
     typer.echo(f"* the version the alias {loaded.output.alias} names" +
-               ("; H: held there by `versions --use`" if document.get("held") is not None else ""))
+               ("; H: held there by `versions --use`" if document.held is not None else ""))
 
 
 def _version_diff(history: list[dict], numbers: tuple[int, int], json_output: bool) -> None:

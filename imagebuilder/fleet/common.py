@@ -3,10 +3,8 @@ fleet's (its labels), the golden image's manifest, and clean-up of a failed run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import libvirt
 
@@ -53,18 +51,14 @@ def undoing(reporter: Reporter) -> Iterator[Undo]:
     undo.finish(failed=False)
 
 
-def manifest_of(recipe: Recipe) -> dict[str, Any] | None:
+def manifest_of(recipe: Recipe) -> manifest.Manifest | None:
     """The manifest of the recipe's last build into its pool, if there is one to read."""
-    path = manifest.default_path(recipe, None, recipe.output.pool)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    return manifest.previous(manifest.default_path(recipe, None, recipe.output.pool))
 
 
 def manifest_osinfo(recipe: Recipe) -> str | None:
     """The libosinfo id of the golden image's OS, as its build's manifest records it."""
-    document = manifest_of(recipe) or {}
-    short = (document.get("os") or {}).get("osinfo")
+    document = manifest_of(recipe)
+    short = document.os.get("osinfo") if document else None
     found = osinfo.lookup(short) if isinstance(short, str) and short else None
     return found.id if found else None

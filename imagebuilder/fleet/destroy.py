@@ -87,7 +87,7 @@ def _notours(recipe: Recipe, golden: libvirt.virStorageVol, conn: libvirt.virCon
     path = manifest.default_path(recipe, None, recipe.output.pool)
     if document is None:
         return f"no manifest of a build of this recipe names it ({path})"
-    outputs = [o for o in document.get("outputs") or [] if o.get("type") == "volume"
+    outputs = [o for o in document.outputs if o.get("type") == "volume"
                and (o.get("uri"), o.get("pool"), o.get("volume")) == (recipe.output.uri, recipe.output.pool,
                                                                      recipe.output.volume)]
     if not outputs:

@@ -17,10 +17,11 @@ import requests
 from imagebuilder.cache import Cache
 from imagebuilder.errors import SourceError
 from imagebuilder.progress import Reporter
-from imagebuilder.recipe import Bootstrap
+from imagebuilder.recipe import Bootstrap, Recipe
 from imagebuilder.run import run
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.sources.distros import distribution
+from imagebuilder.sources.source import Identity, Source, source
 
 _COMMON = ("grub-pc", "grub-efi-amd64-bin", "systemd-sysv", "udev", "initramfs-tools", "e2fsprogs",
            "dosfstools", "ifupdown", "isc-dhcp-client", "qemu-guest-agent", "openssh-server", "dbus")
@@ -89,3 +90,17 @@ def fetch(spec: Bootstrap, digest: str, cache: Cache, reporter: Reporter) -> Bas
                 run(command(spec, str(tmp)), timeout=1800)
                 cached = cache.commit(tmp, "bootstrap", f"{key}.tar")
     return BaseImage(path=cached, kind="rootfs", digest=digest, source=source)
+
+
+@source("bootstrap")
+class BootstrapSource(Source):
+    """[base.bootstrap]: known by a digest of everything that goes into the tarball."""
+
+    def identify(self, recipe: Recipe, cache: Cache, reporter: Reporter) -> Identity:
+        return Identity(identify(recipe.base.bootstrap))
+
+    def fetch(self, recipe: Recipe, known: Identity, cache: Cache, reporter: Reporter) -> BaseImage:
+        return fetch(recipe.base.bootstrap, known.digest, cache, reporter)
+
+    def cache_entry(self, digest: str) -> tuple[str, str]:
+        return "bootstrap", f"{digest.removeprefix('sha256:')}.tar"

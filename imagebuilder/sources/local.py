@@ -7,7 +7,10 @@ from pathlib import Path
 from imagebuilder import disk
 from imagebuilder.cache import Cache
 from imagebuilder.files import file_digest
+from imagebuilder.progress import Reporter
+from imagebuilder.recipe import Recipe
 from imagebuilder.sources.base import BaseImage
+from imagebuilder.sources.source import Identity, Source, source
 
 
 def identify(path: Path, cache: Cache) -> str:
@@ -29,3 +32,14 @@ def fetch(path: Path, digest: str) -> BaseImage:
     """Describe a local image: its format and size, and the sha256 identify gave."""
     fmt, size = disk.probe(path)
     return BaseImage(path=path, kind="disk", digest=digest, source=str(path), format=fmt, virtual_size=size)
+
+
+@source("path")
+class LocalSource(Source):
+    """[base] path: known by the file's sha256; used in place, so there is nothing to cache or share."""
+
+    def identify(self, recipe: Recipe, cache: Cache, reporter: Reporter) -> Identity:
+        return Identity(identify(recipe.base.path, cache))
+
+    def fetch(self, recipe: Recipe, known: Identity, cache: Cache, reporter: Reporter) -> BaseImage:
+        return fetch(recipe.base.path, known.digest)

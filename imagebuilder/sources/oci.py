@@ -19,8 +19,10 @@ from imagebuilder.cache import Cache
 from imagebuilder.errors import SourceError
 from imagebuilder.ocilayout import Layout
 from imagebuilder.progress import Reporter
+from imagebuilder.recipe import Recipe
 from imagebuilder.sources import stream
 from imagebuilder.sources.base import BaseImage
+from imagebuilder.sources.source import Identity, Source, source
 
 CHUNK = 1 << 20
 
@@ -121,3 +123,17 @@ def _copy_disk(stream: io.BufferedReader, dest: Path) -> str | None:
                         out.write(chunk)
                 found = name
     return found
+
+
+@source("oci")
+class OciSource(Source):
+    """[base] oci: known by its pinned digest or its tag's current one."""
+
+    def identify(self, recipe: Recipe, cache: Cache, reporter: Reporter) -> Identity:
+        return Identity(identify(recipe.base.oci, reporter))
+
+    def fetch(self, recipe: Recipe, known: Identity, cache: Cache, reporter: Reporter) -> BaseImage:
+        return fetch(recipe.base.oci, known.digest, cache, reporter)
+
+    def cache_entry(self, digest: str) -> tuple[str, str]:
+        return "images", cache_name(digest)

@@ -21,6 +21,7 @@ from imagebuilder.recipe import Recipe
 from imagebuilder.sources import repos, url
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.sources.catalog import Catalog, Entry, TemplateNotFound
+from imagebuilder.sources.source import Identity, source
 
 __all__ = ["Chosen", "Entry", "TemplateNotFound", "fetch", "identify", "listing", "notes", "resolve"]
 
@@ -137,3 +138,16 @@ def _warnings(catalog: Catalog, warn: Callable[[str], None]) -> None:
             warn(f"repository {found.repo} has no gpgkey; its index is not verified")
         for message in found.index.warnings:
             warn(message)
+
+
+@source("template")
+class TemplateSource(url.UrlSource):
+    """[base] template: known by the checksum the index gives for its file, which is downloaded and
+    cached as a url base is; the fetch starts from the template identify chose."""
+
+    def identify(self, recipe: Recipe, cache: Cache, reporter: Reporter) -> Identity:
+        chosen = identify(recipe, reporter)
+        return Identity(chosen.checksum, chosen)
+
+    def fetch(self, recipe: Recipe, known: Identity, cache: Cache, reporter: Reporter) -> BaseImage:
+        return fetch(known.found, cache, reporter)

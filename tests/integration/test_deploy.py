@@ -175,7 +175,7 @@ def test_serial_wait_console_and_vm_commands_customize_stubbed(monkeypatch, conn
     recipe_file = write('network = "none"\nwait = "serial:OK"\ntimeout = "120s"\nvideo = "none"')
     result, progress = build_customize_stubbed(monkeypatch, recipe_file)
     assert "'OK' appeared on the serial console: the domain is ready" in progress
-    deployed = result.manifest["domain"]
+    deployed = result.manifest.domain
     assert deployed["started"] and deployed["serial_log"] == f"/var/log/libvirt/qemu/{name}-serial.log"
     dom = conn.lookupByName(name)
     assert dom.isActive() and dom.UUIDString() == deployed["uuid"]

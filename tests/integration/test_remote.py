@@ -140,7 +140,7 @@ def test_publish_to_several_hosts_at_once_customize_stubbed(monkeypatch, conn, p
             assert sha256(Path(output["path"])) == digest
             assert output["digest"] == local["digest"] == f"sha256:{digest}"
 
-        deployed = result.manifest["domain"]
+        deployed = result.manifest.domain
         assert deployed["started"] is False and deployed["uri"] == "qemu:///system"
         (target,) = deployed["targets"]
         remote_dom = remote_conn.lookupByUUIDString(target["uuid"])

@@ -12,7 +12,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from imagebuilder import disk, pipeline, rebuild, recipe
+from imagebuilder import disk, manifest, pipeline, recipe
 from imagebuilder.progress import Reporter
 from imagebuilder.sources import bootstrap
 from imagebuilder.undo import Undo
@@ -46,7 +46,7 @@ def not_current(tmp_path, base: str, reporter: Reporter) -> pipeline._Build:
     """A build whose check has identified the base and found the build not up to date."""
     loaded, options = rebuilt(tmp_path, base)
     job = pipeline._Build(loaded, options, reporter, Undo(reporter), ExitStack())
-    assert job.current(rebuild.previous(options.manifest_path)) is None
+    assert job.current(manifest.previous(options.manifest_path)) is None
     return job
 
 

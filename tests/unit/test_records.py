@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from imagebuilder import recipe
 from imagebuilder.attest import records, signing
+from imagebuilder.manifest import Manifest
 from imagebuilder.progress import Reporter
 from imagebuilder.sbom.model import Artifact, OperatingSystem, Package
 from imagebuilder.sources.base import BaseImage
@@ -75,14 +76,14 @@ def test_the_change_line_compares_with_the_sbom_the_new_one_replaces(tmp_path):
     outputs = [{"type": "file", "path": str(tmp_path / "web.qcow2"), "digest": "sha256:" + "a" * 64}]
     system = OperatingSystem("debian", "12.15", "Debian 12", "deb", "x86_64")
     manifest = tmp_path / "web.manifest.json"
-    earlier = {"records": records.write(loaded, base, records.Contents(system, [Package("openssl", "3.0.15-1", "amd64")]),
+    earlier = Manifest(records=records.write(loaded, base, records.Contents(system, [Package("openssl", "3.0.15-1", "amd64")]),
                                         outputs, manifest, "tcg", datetime.now(timezone.utc), None, None,
-                                        Reporter("plain", io.StringIO()), "sha256:" + "a" * 64)}
+                                        Reporter("plain", io.StringIO()), "sha256:" + "a" * 64))
     before = records.earlier_packages(earlier)
     newer = records.Contents(system, [Package("openssl", "3.0.16-1", "amd64"), Package("tree", "2.1.0-1", "amd64")])
     written = records.write(loaded, base, newer, outputs, manifest, "tcg", datetime.now(timezone.utc), None, None,
                             Reporter("plain", io.StringIO()), "sha256:" + "a" * 64)
-    assert written["cyclonedx"]["path"] == earlier["records"]["cyclonedx"]["path"], "the same file, replaced"
+    assert written["cyclonedx"]["path"] == earlier.records["cyclonedx"]["path"], "the same file, replaced"
     stream = io.StringIO()
     records.summarise_change(before, written, Reporter("plain", stream))
     assert "changes since the last build: 1 package upgraded: openssl 3.0.15-1 → 3.0.16-1; " \
