@@ -12,12 +12,12 @@ def _item(nodeid: str) -> SimpleNamespace:
     return SimpleNamespace(nodeid=nodeid)
 
 
-def test_modules_run_heaviest_first_and_keep_their_inner_order():
+def test_unit_modules_first_then_heaviest_first_and_inner_order_kept():
     items = [_item("tests/unit/test_a.py::t1"), _item("tests/integration/test_b.py::t2"),
              _item("tests/unit/test_a.py::t3"), _item("tests/integration/test_c.py::t4"),
              _item("tests/integration/test_b.py::t5")]
     module_times.heaviest_first(items, {"tests/integration/test_b.py": 300.0, "tests/integration/test_c.py": 90.0})
-    assert [i.nodeid.rsplit("::", 1)[1] for i in items] == ["t2", "t5", "t4", "t1", "t3"]
+    assert [i.nodeid.rsplit("::", 1)[1] for i in items] == ["t1", "t3", "t2", "t5", "t4"]
 
 
 def test_recorded_times_add_up_per_module_and_merge_into_the_file(tmp_path):
