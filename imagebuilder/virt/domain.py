@@ -251,17 +251,25 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
     """Every domain of the connection, running or not, sorted by name."""
     try:
         domains = conn.listAllDomains(0)
-        infos = []
-        for dom in domains:
-            state, _max_mem, memory_kib, vcpus, _cpu_time = dom.info()
-            meta = read_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-            infos.append(DomainInfo(
-                name=dom.name(), state=STATES.get(state, "unknown"), memory=memory_kib * 1024, vcpus=vcpus,
-                autostart=bool(dom.autostart()), persistent=bool(dom.isPersistent()),
-                osinfo=meta.get("osinfo"), recipe=meta.get("recipe")))
     except libvirt.libvirtError as exc:
         raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
+    infos = []
+    for dom in domains:
+        try:
+            infos.append(_info(dom))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in NO_DOMAIN:
+                continue  # undefined between the listing and the reading: not there to list
+            raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
     return sorted(infos, key=lambda info: info.name)
+
+
+def _info(dom: libvirt.virDomain) -> DomainInfo:
+    state, _max_mem, memory_kib, vcpus, _cpu_time = dom.info()
+    meta = read_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return DomainInfo(name=dom.name(), state=STATES.get(state, "unknown"), memory=memory_kib * 1024, vcpus=vcpus,
+                      autostart=bool(dom.autostart()), persistent=bool(dom.isPersistent()),
+                      osinfo=meta.get("osinfo"), recipe=meta.get("recipe"))
 
 
 def delete_volumes(volumes: list[libvirt.virStorageVol]) -> list[str]:

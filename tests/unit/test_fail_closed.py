@@ -230,3 +230,46 @@ def test_a_running_domain_on_a_pool_volume_is_found_by_the_volume_file():
             assert running_on(conn, vol.path() + ".other") == []
         finally:
             dom.destroy()
+
+
+class _ListedDomain:
+    """A domain as `vm list` reads it; `error` (a libvirt error code) is raised by info()."""
+
+    def __init__(self, name: str, error: int | None = None):
+        self._name, self.error = name, error
+
+    def name(self) -> str:
+        return self._name
+
+    def info(self):
+        if self.error is not None:
+            raise Failure("read failed", self.error, libvirt.VIR_FROM_QEMU)
+        return [libvirt.VIR_DOMAIN_RUNNING, 1 << 20, 1 << 20, 1, 0]
+
+    def XMLDesc(self, _flags: int) -> str:  # noqa: N802 - libvirt's name
+        return "<domain type='kvm'><name>x</name></domain>"
+
+    def autostart(self) -> int:
+        return 0
+
+    def isPersistent(self) -> int:  # noqa: N802 - libvirt's name
+        return 1
+
+
+class _Listing:
+    def __init__(self, domains):
+        self.domains = domains
+
+    def listAllDomains(self, _flags: int):  # noqa: N802 - libvirt's name
+        return self.domains
+
+    def getURI(self) -> str:  # noqa: N802 - libvirt's name
+        return "test:///listing"
+
+
+def test_a_domain_undefined_while_listed_is_left_out_and_any_other_error_refuses():
+    gone = _Listing([_ListedDomain("b"), _ListedDomain("gone", libvirt.VIR_ERR_NO_DOMAIN), _ListedDomain("a")])
+    assert [info.name for info in domain.list_domains(gone)] == ["a", "b"]
+    broken = _Listing([_ListedDomain("a"), _ListedDomain("broken", libvirt.VIR_ERR_INTERNAL_ERROR)])
+    with pytest.raises(VirtError, match="cannot list the domains of test:///listing"):
+        domain.list_domains(broken)
