@@ -137,7 +137,7 @@ class _Build:
         if accelerator.effective(accel) != accel:
             accel, why = accelerator.decide(self.options.accel)
         with self.reporter.stage("publish"):
-            self.publish(work, facts)
+            self.publish(work, facts, earlier.outputs if earlier else [])
         for output in self.outputs:
             output["stamp"] = rebuild.stamp(output["path"]) if output.get("path") else None
         deployed = None
@@ -335,9 +335,10 @@ class _Build:
                            steps=[step.describe() for step in self.recipe.steps])
         return written
 
-    def publish(self, work: Path, facts: dict[str, str]) -> None:
+    def publish(self, work: Path, facts: dict[str, str], earlier: list[dict[str, Any]]) -> None:
         """Make the image visible under its final names: registries, repositories and other formats, uploads
-        to the hosts that need them (all at once), the file, then the main volume by a rename in its pool."""
+        to the hosts that need them (all at once), the file, then the main volume by a rename in its pool.
+        `earlier`: the outputs of the build the manifest recorded before this one."""
         fmt, force = self.recipe.disk.format, self.force
         if self.recipe.disk.compress:
             self.reporter.info("compressing the image (qcow2 compressed clusters)")
@@ -350,7 +351,6 @@ class _Build:
             number = retention.choose_names(self.hosts, self.versions, digest, when)
             self.versions.append(retention.record(self.hosts, number, digest, when))
             self.reporter.info(f"version {number}: {', '.join(h.volume for h in self.hosts if h.template)}")
-        earlier = (manifest.previous(self.manifest_path()) or Manifest()).outputs
         with self.reporter.phase("other formats and registries"):
             self.outputs += self.elsewhere.publish(work, fmt, digest, facts, earlier, force, self.undo, self.reporter)
         with self.reporter.phase("uploads"):

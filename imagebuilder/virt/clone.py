@@ -15,12 +15,9 @@ import libvirt
 from imagebuilder.errors import VirtError
 from imagebuilder.virt import storage
 from imagebuilder.virt.domainxml import IMAGEBUILDER_NS, read_metadata
+from imagebuilder.virt.lookup import virt_error
 
 log = logging.getLogger(__name__)
-
-
-def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
-    return VirtError(f"{what}: {exc.get_error_message()}")
 
 
 def overlay_xml(name: str, capacity: int, backing_path: str, backing_format: str) -> str:
@@ -44,7 +41,7 @@ def volume_facts(vol: libvirt.virStorageVol) -> tuple[str, int, int]:
         root = ET.fromstring(vol.XMLDesc(0))
         _kind, capacity, allocation = vol.info()
     except libvirt.libvirtError as exc:
-        raise _virt_error("cannot read a volume's description", exc) from None
+        raise virt_error("cannot read a volume's description", exc) from None
     fmt = root.find("target/format")
     return (fmt.get("type", "raw") if fmt is not None else "raw"), capacity, allocation
 
@@ -56,7 +53,7 @@ def create_overlay(pool: libvirt.virStoragePool, name: str, golden: libvirt.virS
     try:
         return pool.createXML(overlay_xml(name, capacity, golden.path(), fmt), 0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot create the overlay {name} of {golden.name()} in pool {pool.name()}", exc) from None
+        raise virt_error(f"cannot create the overlay {name} of {golden.name()} in pool {pool.name()}", exc) from None
 
 
 def backing_path(vol: libvirt.virStorageVol) -> str | None:
@@ -66,7 +63,7 @@ def backing_path(vol: libvirt.virStorageVol) -> str | None:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
             return None  # deleted meanwhile
-        raise _virt_error(f"cannot read the description of volume {vol.name()}", exc) from None
+        raise virt_error(f"cannot read the description of volume {vol.name()}", exc) from None
     path = root.findtext("backingStore/path")
     if not path:
         return None
@@ -90,12 +87,12 @@ def users(conn: libvirt.virConnect, golden: libvirt.virStorageVol) -> list[str]:
         own.refresh(0)
         pools = [p for p in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)]
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot list the storage pools of {conn.getURI()}", exc) from None
+        raise virt_error(f"cannot list the storage pools of {conn.getURI()}", exc) from None
     for pool in pools:
         try:
             volumes = pool.listAllVolumes()
         except libvirt.libvirtError as exc:  # a clone may be in it: not knowing is not "none"
-            raise _virt_error(f"cannot tell whether a clone uses {golden.name()}: the volumes of pool "
+            raise virt_error(f"cannot tell whether a clone uses {golden.name()}: the volumes of pool "
                               f"{pool.name()} cannot be listed", exc) from None
         for vol in volumes:
             backing = backing_path(vol)
@@ -104,7 +101,7 @@ def users(conn: libvirt.virConnect, golden: libvirt.virStorageVol) -> list[str]:
     try:
         domains = conn.listAllDomains(0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
+        raise virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
     pool_name, name = own.name(), golden.name()
     for dom in domains:
         try:
@@ -112,7 +109,7 @@ def users(conn: libvirt.virConnect, golden: libvirt.virStorageVol) -> list[str]:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # undefined meanwhile: it uses nothing
-            raise _virt_error(f"cannot tell whether domain {dom.name()} uses {golden.name()}: its XML cannot "
+            raise virt_error(f"cannot tell whether domain {dom.name()} uses {golden.name()}: its XML cannot "
                               "be read", exc) from None
         for source in root.findall("devices/disk/source"):
             if (source.get("pool"), source.get("volume")) == (pool_name, name) or \
@@ -130,7 +127,7 @@ def labels(dom: libvirt.virDomain) -> dict[str, str]:
     try:
         return read_metadata(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot read the definition of domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot read the definition of domain {dom.name()}", exc) from None
 
 
 def set_labels(dom: libvirt.virDomain, values: dict[str, str]) -> None:
@@ -141,7 +138,7 @@ def set_labels(dom: libvirt.virDomain, values: dict[str, str]) -> None:
         dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, encoding="unicode"),
                         "imagebuilder", IMAGEBUILDER_NS, flags)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot update the metadata of domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot update the metadata of domain {dom.name()}", exc) from None
 
 
 def cdrom_volumes(dom: libvirt.virDomain) -> list[tuple[str, str]]:
@@ -175,7 +172,7 @@ def swap_cdrom(dom: libvirt.virDomain, old: tuple[str, str], new: tuple[str, str
                 log.debug("live media change failed, changing the definition only: %s", exc.get_error_message())
         dom.updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot change the CD-ROM of domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot change the CD-ROM of domain {dom.name()}", exc) from None
     return not live
 
 

@@ -15,7 +15,7 @@ import libvirt
 
 from imagebuilder.errors import InputError, VirtError
 from imagebuilder.virt.domainxml import read_metadata
-from imagebuilder.virt.lookup import NO_DOMAIN, NO_POOL, NO_VOLUME, lookup_or_none
+from imagebuilder.virt.lookup import NO_DOMAIN, NO_POOL, NO_VOLUME, lookup_or_none, virt_error
 
 STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
@@ -27,10 +27,6 @@ STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
-
-
-def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
-    return VirtError(f"{what}: {exc.get_error_message()}")
 
 
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
@@ -60,7 +56,7 @@ def define(conn: libvirt.virConnect, xml: str) -> libvirt.virDomain:
     try:
         return conn.defineXML(xml)
     except libvirt.libvirtError as exc:
-        raise _virt_error("cannot define the domain", exc) from None
+        raise virt_error("cannot define the domain", exc) from None
 
 
 def start(dom: libvirt.virDomain) -> None:
@@ -68,7 +64,7 @@ def start(dom: libvirt.virDomain) -> None:
     try:
         dom.create()
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot start domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot start domain {dom.name()}", exc) from None
 
 
 def kill(dom: libvirt.virDomain) -> bool:
@@ -80,7 +76,7 @@ def kill(dom: libvirt.virDomain) -> bool:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
             return False  # it stopped in the meantime
-        raise _virt_error(f"cannot kill domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot kill domain {dom.name()}", exc) from None
     return True
 
 
@@ -108,7 +104,7 @@ def stop(dom: libvirt.virDomain, timeout: float, poll: float = 1.0, method: str 
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
             return False
-        raise _virt_error(f"cannot shut down domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot shut down domain {dom.name()}", exc) from None
     deadline = time.monotonic() + timeout
     while is_active(dom):
         remaining = deadline - time.monotonic()
@@ -129,7 +125,7 @@ def is_active(dom: libvirt.virDomain) -> bool:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return False  # a transient domain that stopped is gone
-        raise _virt_error(f"cannot query domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot query domain {dom.name()}", exc) from None
 
 
 def undefine(dom: libvirt.virDomain) -> None:
@@ -145,7 +141,7 @@ def undefine(dom: libvirt.virDomain) -> None:
                 raise
             dom.undefine()
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot undefine domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot undefine domain {dom.name()}", exc) from None
 
 
 def remove_domain(conn: libvirt.virConnect, name: str) -> bool:
@@ -172,7 +168,7 @@ def _remove(dom: libvirt.virDomain) -> bool:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return False
-        raise _virt_error(f"cannot remove domain {dom.name()}", exc) from None
+        raise virt_error(f"cannot remove domain {dom.name()}", exc) from None
     return True
 
 
@@ -205,7 +201,7 @@ def running_on(conn: libvirt.virConnect, path: str) -> list[str]:
     try:
         domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
+        raise virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
     found = []
     for dom in domains:
         try:
@@ -213,7 +209,7 @@ def running_on(conn: libvirt.virConnect, path: str) -> list[str]:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in NO_DOMAIN:
                 continue  # a transient domain that stopped meanwhile: it runs from nothing
-            raise _virt_error(f"cannot tell whether domain {dom.name()} runs from {path}: its XML cannot be read",
+            raise virt_error(f"cannot tell whether domain {dom.name()} runs from {path}: its XML cannot be read",
                               exc) from None
         files = [s.get("file") or _volume_path(conn, s.get("pool"), s.get("volume")) for s in root.iter("source")]
         if any(f and os.path.realpath(f) == real for f in files):
@@ -252,7 +248,7 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
     try:
         domains = conn.listAllDomains(0)
     except libvirt.libvirtError as exc:
-        raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
+        raise virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
     infos = []
     for dom in domains:
         try:
@@ -260,7 +256,7 @@ def list_domains(conn: libvirt.virConnect) -> list[DomainInfo]:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in NO_DOMAIN:
                 continue  # undefined between the listing and the reading: not there to list
-            raise _virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
+            raise virt_error(f"cannot list the domains of {conn.getURI()}", exc) from None
     return sorted(infos, key=lambda info: info.name)
 
 
@@ -282,7 +278,7 @@ def delete_volumes(volumes: list[libvirt.virStorageVol]) -> list[str]:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
                 continue
-            raise _virt_error(f"cannot delete volume {name} (deleted so far: {', '.join(deleted) or 'none'})",
+            raise virt_error(f"cannot delete volume {name} (deleted so far: {', '.join(deleted) or 'none'})",
                               exc) from None
         deleted.append(name)
     return deleted

@@ -6,11 +6,7 @@ import libvirt
 
 from imagebuilder.errors import VirtError
 from imagebuilder.virt.domainxml import default_network_xml
-from imagebuilder.virt.lookup import NO_NETWORK, lookup_or_none
-
-
-def _virt_error(what: str, exc: libvirt.libvirtError) -> VirtError:
-    return VirtError(f"{what}: {exc.get_error_message()}")
+from imagebuilder.virt.lookup import NO_NETWORK, lookup_or_none, virt_error
 
 
 def network_exists(conn: libvirt.virConnect, name: str) -> bool:
@@ -37,7 +33,7 @@ def ensure_network(conn: libvirt.virConnect, name: str) -> bool:
             net = conn.networkDefineXML(default_network_xml())
             net.setAutostart(1)
         except libvirt.libvirtError as exc:
-            raise _virt_error("cannot define the default network", exc) from None
+            raise virt_error("cannot define the default network", exc) from None
         created = True
     try:
         if not net.isActive():
@@ -45,7 +41,7 @@ def ensure_network(conn: libvirt.virConnect, name: str) -> bool:
     except libvirt.libvirtError as exc:
         if created:
             remove_network(conn, name)
-        raise _virt_error(f"cannot start network {name}", exc) from None
+        raise virt_error(f"cannot start network {name}", exc) from None
     return created
 
 
@@ -60,5 +56,5 @@ def remove_network(conn: libvirt.virConnect, name: str) -> bool:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
             return False
-        raise _virt_error(f"cannot remove network {name}", exc) from None
+        raise virt_error(f"cannot remove network {name}", exc) from None
     return True
