@@ -29,10 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cleanup import remove  # noqa: E402
 from imagebuilder.timings import table  # noqa: E402
-from imagebuilder.virt.connection import connect  # noqa: E402
-from imagebuilder.virt.domain import remove_domain  # noqa: E402
-from imagebuilder.virt.storage import delete_volume, ensure_pool  # noqa: E402
 
 
 def demo_recipe(name: str, timezone: str | None = None) -> str:
@@ -63,17 +61,6 @@ def show(title: str, seconds: float, document: dict) -> None:
     downloaded = document.get("packages", {})
     if downloaded:
         print(f"package cache: {json.dumps(downloaded, sort_keys=True)}")
-
-
-def remove(name: str) -> None:
-    """The domain and every volume of this run's demo."""
-    with connect("qemu:///system") as conn:
-        remove_domain(conn, name)
-        pool, _ = ensure_pool(conn, "default")
-        pool.refresh(0)
-        for volume in pool.listVolumes():
-            if volume.startswith(name):
-                delete_volume(pool, volume)
 
 
 def main() -> None:

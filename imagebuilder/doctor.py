@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imagebuilder import accel as accelerator
+from imagebuilder import accel as accelerator, arches
 from imagebuilder.cache import default_dir
 from imagebuilder.errors import ImageBuilderError
 
@@ -159,6 +159,34 @@ def check_bootstrap(_ctx: Context) -> Finding:
                    "apt-get install mmdebstrap")
 
 
+def check_foreign_arches(_ctx: Context) -> Finding:
+    """What images of the other architectures need here: qemu-user (with binfmt_misc, for the
+    bootstrap), the full-system QEMU and its UEFI firmware."""
+    from imagebuilder.guest.emulation import QEMU_USER
+    from imagebuilder.run import CommandError, run
+    name = "other architectures"
+    others = [arch for arch in arches.ARCHES.values() if arches.foreign(arch.name)]
+    missing = []
+    for arch in others:
+        if not os.path.exists(QEMU_USER.format(arch.name)):
+            missing.append(f"{arch.name}: {QEMU_USER.format(arch.name)}")
+        elif shutil.which("arch-test") is None:
+            missing.append(f"{arch.name}: arch-test")
+        else:
+            try:
+                run(["arch-test", arch.debian], timeout=60)
+            except CommandError:
+                missing.append(f"{arch.name}: qemu-user is not registered with binfmt_misc")
+        if shutil.which(f"qemu-system-{arch.name}") is None:
+            missing.append(f"{arch.name}: qemu-system-{arch.name}")
+    if missing:
+        return Finding(name, "warn", f"[image] arch cannot be {' or '.join(a.name for a in others)}: "
+                                     + "; ".join(missing),
+                       "scripts/setup.sh installs qemu-user-static, arch-test, qemu-system-arm and "
+                       "qemu-efi-aarch64, and registers qemu-user")
+    return Finding(name, "ok", f"{', '.join(a.name for a in others)} through qemu-user and TCG")
+
+
 def check_space(ctx: Context) -> Finding:
     places = {"cache": ctx.cache_dir, "pool": ctx.pool_dir}
     worst, parts = "ok", []
@@ -191,4 +219,4 @@ def check_permissions(ctx: Context) -> Finding:
 
 
 CHECKS = (check_qemu, check_accelerator, check_appliance, check_firmware, check_libvirt, check_pool,
-          check_network, check_bootstrap, check_space, check_permissions)
+          check_network, check_bootstrap, check_foreign_arches, check_space, check_permissions)

@@ -21,7 +21,8 @@ from imagebuilder.recipe import Recipe
 from imagebuilder.sources.base import BaseImage
 
 SCHEMA = 1  # the format this imagebuilder writes; 0: written before the manifest had a version
-_ABSENT_WHEN = {"versions": [], "held": None, "shared_cache": None, "package_cache": None}  # then left out
+_ABSENT_WHEN = {"versions": [], "held": None, "shared_cache": None, "package_cache": None,  # then left out
+                "arch": ""}  # a manifest written before images had an arch of their own
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Manifest:
     built: str = ""
     recipe: dict[str, Any] = field(default_factory=dict)          # file, sha256
     base: dict[str, Any] = field(default_factory=dict)            # kind, source, digest
+    arch: str = ""                                                # the image's architecture (x86_64, aarch64)
     accelerator: str = ""
     accelerator_reason: str = ""
     os: dict[str, Any] = field(default_factory=dict)              # the guest's facts (osinfo, …)
@@ -121,6 +123,7 @@ def make(recipe: Recipe, base: BaseImage, accel: str, os_facts: dict[str, str],
         built=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         recipe={"file": str(recipe.file), "sha256": recipe.digest},
         base={"kind": base.kind, "source": base.source, "digest": base.digest},
+        arch=recipe.base.arch,
         accelerator=accel,
         os={k: v for k, v in os_facts.items() if k != "root"},
         steps=[step.record() for step in recipe.steps],

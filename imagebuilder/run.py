@@ -26,6 +26,7 @@ HINTS = {
     "qemu-img": "install qemu-utils",
     "qemu-system-x86_64": "install qemu-system-x86",
     "mmdebstrap": "install mmdebstrap",
+    "arch-test": "install arch-test",
     "sqfstar": "install squashfs-tools",
     "virt-xml-validate": "install libvirt-clients",
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import libvirt
 
-from imagebuilder import accel as accelerator, disk
+from imagebuilder import accel as accelerator, arches, disk
 from imagebuilder.checks import Check, Outcome, Report, judge_command
 from imagebuilder.deploy import watchdog
 from imagebuilder.deploy.spec import serial_log_path
@@ -205,10 +205,13 @@ def _transient_pool_xml(name: str, path: Path) -> str:
 
 
 def _throwaway_spec(recipe: Recipe, name: str, pool: str, accel: str, serial_log: str) -> DomainSpec:
-    domain = recipe.domain
+    domain, arch = recipe.domain, arches.lookup(recipe.base.arch)
     return DomainSpec(name=name, memory_bytes=domain.memory if domain else 1 << 30,
                       vcpus=domain.vcpus if domain else 1, disks=(DiskSpec(pool, "overlay.qcow2", "qcow2"),),
-                      accel=accel, firmware=domain.firmware if domain else "bios", serial_log=serial_log,
+                      accel="tcg" if arches.foreign(arch.name) else accel, arch=arch.name,
+                      machine=domain.machine if domain else arch.machines[0],
+                      firmware=domain.firmware if domain else arch.firmwares[0],
+                      video=domain.video if domain else arch.video, serial_log=serial_log,
                       description=f"imagebuilder test of {recipe.name} (throwaway)")
 
 

@@ -10,6 +10,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients python3-libvirt libxml2-utils dnsmasq-base iptables
   mmdebstrap squashfs-tools python3-venv ca-certificates ovmf gpg gpg-agent gpgconf xz-utils zstd e2fsprogs fdisk util-linux
   systemd osinfo-db skopeo
+  qemu-user-static arch-test qemu-system-arm qemu-efi-aarch64  # aarch64 images: bootstrap, customize, boot
   openssh-server openssh-client docker-registry  # the tests' stand-ins: a qemu+ssh:// host, a registry
 )
 
@@ -37,6 +38,18 @@ stamp=.venv/.pyproject.sha256
 if [ "$(sha256sum pyproject.toml)" != "$(cat "$stamp" 2>/dev/null)" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
   sha256sum pyproject.toml > "$stamp"
+fi
+
+# aarch64 images are bootstrapped through qemu-user: mmdebstrap needs the kernel to hand arm64 programs
+# to it (binfmt_misc). systemd-binfmt or binfmt-support register it at boot; where neither runs (a
+# container), register it here from the rule qemu-user-static ships.
+binfmt=/proc/sys/fs/binfmt_misc
+if [ ! -e "$binfmt/register" ]; then
+  mount -t binfmt_misc binfmt_misc "$binfmt" 2>/dev/null || echo "setup: cannot mount binfmt_misc; aarch64 bootstraps will not work" >&2
+fi
+if [ -e "$binfmt/register" ] && [ ! -e "$binfmt/qemu-aarch64" ]; then
+  echo "setup: registering qemu-user for aarch64 programs with binfmt_misc"
+  cat /usr/lib/binfmt.d/qemu-aarch64.conf > "$binfmt/register"
 fi
 
 start_daemon() {  # name, then the command that starts it

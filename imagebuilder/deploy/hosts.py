@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import accel as accelerator, versions
+from imagebuilder import accel as accelerator, arches, versions
 from imagebuilder.deploy import retention, watchdog
 from imagebuilder.deploy.spec import domain_spec, serial_log_path
 from imagebuilder.errors import BuildError, ImageBuilderError
@@ -92,7 +92,8 @@ def preflight(hosts: list[Host], recipe: Recipe, accel: str, force: bool, resour
                 _check_replaceable(host, host.alias, force)
         elif not host.template:
             _check_replaceable(host, host.volume, force)
-        host.accel = _accel(host, accel if local else capabilities.host_accel(host.conn))
+        host.accel = _accel(host, (accel if not arches.foreign(recipe.base.arch) else "tcg") if local
+                            else capabilities.host_accel(host.conn, recipe.base.arch))
         if host.define and recipe.domain:
             _check_domain_host(host, recipe, force, reporter)
 

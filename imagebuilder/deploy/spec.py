@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 
-from imagebuilder import osinfo
+from imagebuilder import arches, osinfo
 from imagebuilder.errors import InputError
 from imagebuilder.hardware import generate_mac
 from imagebuilder.progress import Reporter
@@ -29,8 +29,11 @@ def domain_spec(recipe: Recipe, pool: str, volume: str, accel: str, facts: dict[
     """The DomainSpec of the recipe's [domain] for an image at pool/volume.
 
     `facts` (from inspection) name the OS for the osinfo metadata unless domain.osinfo does; MACs
-    the recipe leaves out are generated, a UUID is always fresh.
+    the recipe leaves out are generated, a UUID is always fresh. An image of another architecture
+    than this host's runs under TCG whatever `accel` offers.
     """
+    if arches.foreign(recipe.base.arch):
+        accel = "tcg"
     spec: Domain = recipe.domain
     formats = disk_formats or {}
     disks = [DiskSpec(pool, volume, recipe.disk.format)]
@@ -54,7 +57,7 @@ def domain_spec(recipe: Recipe, pool: str, volume: str, accel: str, facts: dict[
         listen=spec.listen, video=spec.video, memballoon=spec.memballoon, rng=spec.rng, agent=spec.agent,
         serial_log=serial_log, osinfo_id=os_id, uuid=str(uuidlib.uuid4()),
         description=f"Built by imagebuilder from {recipe.file.name}",
-        labels={"recipe": str(recipe.file.resolve()), "recipe-sha256": recipe.digest})
+        labels={"recipe": str(recipe.file.resolve()), "recipe-sha256": recipe.digest}, arch=recipe.base.arch)
 
 
 def recipe_xml(recipe: Recipe, accel: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import libvirt
 
 from imagebuilder import accel as accelerator
+from imagebuilder import arches
 from imagebuilder import cloudinit
 from imagebuilder.deploy import watchdog
 from imagebuilder.deploy.spec import serial_log_path
@@ -161,8 +162,8 @@ class _Up:
             labels.update({"seed": seed.volume, "seed-sha256": seed.digest})
         return DomainSpec(
             name=d.name, memory_bytes=d.memory, vcpus=d.vcpus, disks=tuple(disks), nics=nics,
-            accel=accelerator.effective(self.accel),
-            cpu=d.cpu, machine=d.machine, firmware=d.firmware, graphics=d.graphics, listen=d.listen, video=d.video,
+            accel="tcg" if arches.foreign(self.recipe.base.arch) else accelerator.effective(self.accel),
+            arch=self.recipe.base.arch, cpu=d.cpu, machine=d.machine, firmware=d.firmware, graphics=d.graphics, listen=d.listen, video=d.video,
             memballoon=d.memballoon, rng=d.rng, agent=d.agent, serial_log=serial_log_path(d.name),
             osinfo_id=d.osinfo or self.os_id, uuid=str(uuidlib.uuid4()),
             description=f"{machine.name}: a clone of {self.label}, made by imagebuilder from {self.recipe.file.name}",
@@ -194,7 +195,9 @@ class _Up:
         if offline:
             disks = [clones.CloneDisk(Path(pool.storageVolLookupByName(m.overlay).path()), m.name, m.hostname)
                      for m in missing]
-            self.result.launches += clones.personalize(disks, self.accel, reporter)
+            arch = arches.lookup(self.recipe.base.arch)
+            self.result.launches += clones.personalize(disks, self.accel, reporter,
+                                                       emulate=arch if arches.foreign(arch.name) else None)
         seeds = {m.name: self.seed(m) for m in missing} if self.recipe.cloud_init else {}
         for name in dict.fromkeys(n for m in missing for n in m.domain.networks):
             if network.ensure_network(conn, name):

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagebuilder.arches import Arch
 from imagebuilder.errors import GuestError
 from imagebuilder.guest import passwords, sysprep
 from imagebuilder.guest.context import GuestContext
@@ -47,17 +48,19 @@ class _Unmappable(Exception):
     """The first clone's mount points are not plain partitions: one launch per clone instead."""
 
 
-def personalize(clones: list[CloneDisk], accel: str, reporter: Reporter, network: bool = False) -> int:
+def personalize(clones: list[CloneDisk], accel: str, reporter: Reporter, network: bool = False,
+                emulate: Arch | None = None) -> int:
     """Reset the identity of every clone, set its host name, apply its steps; return the number of
-    appliance launches (1, unless the layout needs one per clone)."""
+    appliance launches (1, unless the layout needs one per clone). With `emulate`, the clones are of
+    that foreign architecture (see guest/emulation.py)."""
     if not clones:
         return 0
     names = ", ".join(clone.name for clone in clones)
     reporter.info(f"personalizing {names} in one libguestfs appliance ({accel}{', network on' if network else ''})")
     try:
         drives = [Drive(clone.path, "qcow2", label("clone", index)) for index, clone in enumerate(clones, 1)]
-        with GuestSession(drives, accel, network, say=reporter.info) as g:
-            devices = g.list_devices()
+        with GuestSession(drives, accel, network, say=reporter.info, emulate=emulate) as g:
+            devices = [g.device(drive.label) for drive in drives]
             layout, facts = _layout(g, devices)
             for device, clone in zip(devices, clones):
                 _mount(g, device, layout)
@@ -67,7 +70,7 @@ def personalize(clones: list[CloneDisk], accel: str, reporter: Reporter, network
     except _Unmappable as exc:
         reporter.info(f"{exc}: libguestfs inspection instead, one appliance per clone")
     for clone in clones:
-        with GuestSession(Drive(clone.path, "qcow2"), accel, network, say=reporter.info) as g:
+        with GuestSession(Drive(clone.path, "qcow2"), accel, network, say=reporter.info, emulate=emulate) as g:
             ctx = GuestContext(g, reporter)
             inspect_and_mount(ctx)
             _apply(ctx, clone)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+from imagebuilder import arches
 from imagebuilder.errors import GuestError
 from imagebuilder.guest import layout, passwords, pkgcache, sysprep
 from imagebuilder.guest.context import GuestContext
@@ -38,7 +39,10 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
     package steps use and fill that cache (see pkgcache.py).
     """
     first, end = steps or (0, len(recipe.steps))
-    reporter.info(f"starting the libguestfs appliance ({accel}{', network on' if recipe.network else ''})")
+    arch = arches.lookup(recipe.base.arch)
+    emulate = arch if arches.foreign(arch.name) else None
+    how = f"{accel}{', network on' if recipe.network else ''}{f', {arch.name} programs through qemu-user' if emulate else ''}"
+    reporter.info(f"starting the libguestfs appliance ({how})")
     with ExitStack() as session:
         drives = [Drive(disk, fmt)]
         if first == 0 and base.kind == "rootfs":
@@ -47,13 +51,17 @@ def customize(disk: Path, fmt: str, accel: str, recipe: Recipe, base: BaseImage,
         if scratch:
             drives.append(Drive(scratch.path, "raw", label=pkgcache.LABEL))
         with reporter.phase("launch"):
-            g = session.enter_context(GuestSession(drives, accel, network=recipe.network, say=reporter.info))
+            g = session.enter_context(GuestSession(drives, accel, network=recipe.network, say=reporter.info,
+                                                   emulate=emulate))
         ctx = GuestContext(g, reporter)
         if first == 0:
             _lay_out(ctx, recipe, base, grown)
         with reporter.phase("inspection"):
             facts = inspect_and_mount(ctx)
-        reporter.info(f"found {facts['product_name']} ({facts['distro']} {facts['version']})")
+        reporter.info(f"found {facts['product_name']} ({facts['distro']} {facts['version']}, {facts['arch']})")
+        if facts["arch"] not in (arch.name, "unknown"):
+            raise GuestError(f"the base image is {facts['arch']} and the recipe builds {arch.name}",
+                             hint=f"write arch = \"{facts['arch']}\" under [image] (the host's arch is the default)")
         with pkgcache.in_launch(ctx, packages, scratch):
             apply_steps(ctx, recipe, first, end)
         if finish:
@@ -82,7 +90,7 @@ def _lay_out(ctx: GuestContext, recipe: Recipe, base: BaseImage, grown: bool) ->
     """Make a bootstrap's blank disk bootable, or grow a base that was enlarged."""
     if base.kind == "rootfs":
         with ctx.reporter.phase("layout (bootstrap)"):
-            layout.install_rootfs(ctx, recipe.name)
+            layout.install_rootfs(ctx, recipe.name, arches.lookup(recipe.base.arch))
             ctx.g.umount_all()
     elif grown:
         with ctx.reporter.phase("layout (expand)"):

@@ -27,6 +27,7 @@ def inspect_and_mount(ctx: GuestContext) -> dict[str, str]:
         "product_name": g.inspect_get_product_name(root),
         "package_management": g.inspect_get_package_management(root),
         "osinfo": g.inspect_get_osinfo(root),
+        "arch": g.inspect_get_arch(root),
     }
     mounts = g.inspect_get_mountpoints(root)
     for mountpoint in sorted(mounts, key=len):

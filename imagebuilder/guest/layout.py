@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from imagebuilder.arches import Arch
 from imagebuilder.errors import GuestError
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.session import Drive
@@ -21,7 +22,7 @@ SQUASH_SECONDS = 600  # bound on sqfstar (3 s for a 700 MB Debian root here)
 SOURCE = "/.imagebuilder-rootfs"  # where it is mounted in the new root while its files are copied
 _GRUB_DEFAULTS = {
     "GRUB_TIMEOUT": "1",
-    "GRUB_CMDLINE_LINUX_DEFAULT": '"console=tty0 console=ttyS0,115200n8 net.ifnames=0"',
+    "GRUB_CMDLINE_LINUX_DEFAULT": '"console=tty0 console={console},115200n8 net.ifnames=0"',
     "GRUB_TERMINAL": '"console serial"',
     "GRUB_SERIAL_COMMAND": '"serial --speed=115200"',
 }
@@ -48,23 +49,27 @@ def rootfs_drive(tarball: Path, where: Path) -> Iterator[Drive]:
         yield Drive(image, "raw", label=ROOTFS, readonly=True)
 
 
-def install_rootfs(ctx: GuestContext, hostname: str) -> None:
-    """Lay out the blank disk so it boots under BIOS and UEFI alike, copy the root filesystem from the
-    drive labelled ROOTFS (see rootfs_drive), install GRUB.
+def install_rootfs(ctx: GuestContext, hostname: str, arch: Arch) -> None:
+    """Lay out the blank disk so it boots under every firmware of arch (BIOS and UEFI alike on x86_64),
+    copy the root filesystem from the drive labelled ROOTFS (see rootfs_drive), install GRUB.
 
-    GPT with a BIOS boot partition (GRUB's core image for BIOS), an EFI system partition
-    (GRUB at the removable-media path, so no NVRAM entry is needed) and an ext4 root last,
-    where growing it later is an in-place operation.
+    GPT with, where the arch has a BIOS, a BIOS boot partition (GRUB's core image for BIOS), an EFI
+    system partition (GRUB at the removable-media path, so no NVRAM entry is needed) and an ext4 root
+    last, where growing it later is an in-place operation.
     """
     g = ctx.g
     disk = g.device()
     g.part_init(disk, "gpt")
-    g.part_add(disk, "p", 2048, 4095)
-    g.part_set_gpt_type(disk, 1, BIOS_BOOT_TYPE)
-    g.part_add(disk, "p", 4096, 4096 + ESP_SECTORS - 1)
-    g.part_set_gpt_type(disk, 2, ESP_TYPE)
-    g.part_add(disk, "p", 4096 + ESP_SECTORS, -34)
-    esp, root = f"{disk}2", f"{disk}3"
+    start = 2048
+    if arch.has_bios:
+        g.part_add(disk, "p", start, 4095)
+        g.part_set_gpt_type(disk, 1, BIOS_BOOT_TYPE)
+        start = 4096
+    g.part_add(disk, "p", start, start + ESP_SECTORS - 1)
+    esp_number = len(g.part_list(disk))
+    g.part_set_gpt_type(disk, esp_number, ESP_TYPE)
+    g.part_add(disk, "p", start + ESP_SECTORS, -34)
+    esp, root = f"{disk}{esp_number}", f"{disk}{esp_number + 1}"
     g.mkfs("vfat", esp)
     g.mkfs("ext4", root)
     g.mount(root, "/")
@@ -81,20 +86,29 @@ def install_rootfs(ctx: GuestContext, hostname: str) -> None:
     g.write("/etc/hostname", hostname + "\n")
     g.write("/etc/hosts", f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     g.write("/etc/network/interfaces", _INTERFACES)
-    g.write("/etc/default/grub", _grub_defaults(g.read_file("/etc/default/grub").decode()))
-    # grub-install runs inside the appliance, where the kernel may have named the image's disk
-    # differently from libguestfs's API (the appliance's own disk can be /dev/sda there).
-    target = g.kernel_device()
-    ctx.reporter.info(f"installing the GRUB boot loader for BIOS (on {target}, the image's disk in the appliance) "
-                      "and UEFI")
-    g.command(["grub-install", "--target=i386-pc", target])
-    g.command(["grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi", "--removable", "--no-nvram"])
-    g.command(["update-grub"])
+    # grub-pc's postinst writes /etc/default/grub from grub2-common's template; the EFI-only -bin
+    # packages have no such script, so an aarch64 root has only the template
+    defaults = next((g.read_file(path).decode() for path in ("/etc/default/grub", "/usr/share/grub/default/grub")
+                     if g.is_file(path)), "GRUB_DEFAULT=0\n")
+    g.write("/etc/default/grub", _grub_defaults(defaults, arch.console))
+    for target in arch.grub_targets:
+        if target == "i386-pc":
+            # grub-install runs inside the appliance, where the kernel may have named the image's disk
+            # differently from libguestfs's API (the appliance's own disk can be /dev/sda there).
+            device = g.kernel_device()
+            ctx.reporter.info(f"installing the GRUB boot loader for BIOS (on {device}, the image's disk in the "
+                              "appliance)")
+            g.command(["grub-install", "--target=i386-pc", device])
+        else:
+            ctx.reporter.info(f"installing the GRUB boot loader for UEFI ({target})")
+            g.command(["grub-install", f"--target={target}", "--efi-directory=/boot/efi", "--removable",
+                       "--no-nvram"])
+    g.command(["grub-mkconfig", "-o", "/boot/grub/grub.cfg"])  # what update-grub runs
 
 
-def _grub_defaults(text: str) -> str:
+def _grub_defaults(text: str, console: str) -> str:
     lines = [ln for ln in text.splitlines() if ln.split("=", 1)[0].strip() not in _GRUB_DEFAULTS]
-    lines += [f"{key}={value}" for key, value in _GRUB_DEFAULTS.items()]
+    lines += [f"{key}={value.format(console=console)}" for key, value in _GRUB_DEFAULTS.items()]
     return "\n".join(lines) + "\n"
 
 

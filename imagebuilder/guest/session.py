@@ -6,9 +6,10 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import guestfs
 
 from imagebuilder import accel as accelerator
+from imagebuilder.arches import Arch
 from imagebuilder.errors import GuestError, Interrupted
+from imagebuilder.guest import emulation
 from imagebuilder.guest.launch import LaunchWatch, qemu_children
 
 log = logging.getLogger(__name__)
@@ -51,21 +54,27 @@ class GuestSession:
     Every guestfs call made through this object raises GuestError('NAME: message') on failure.
     The launch is watched (see launch.LaunchWatch); under KVM, a launch that hangs or dies before the
     appliance's kernel runs is tried again once under TCG, and KVM is marked unusable on this host.
-    `accel` says afterwards what the appliance really ran under.
+    `accel` says afterwards what the appliance really ran under. With `emulate`, the guest's programs
+    are of that (foreign) architecture and run through qemu-user (see emulation.py).
     """
 
     def __init__(self, drives: Drive | Sequence[Drive], accel: str, network: bool,
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None, emulate: Arch | None = None):
         self.drives = (drives,) if isinstance(drives, Drive) else tuple(drives)
-        self.accel, self.network = accel, network
+        self.accel, self.network, self.emulate = accel, network, emulate
         self.say = say or log.warning
         self._g: Any = None
         self._abort: AbortOnSignal | None = None
         self._devices: dict[str, str] = {}
+        self._scratch = ExitStack()
 
     def __enter__(self) -> GuestSession:
         self._abort = AbortOnSignal()  # a Ctrl-C or SIGTERM ends the appliance at once, even mid-call
         try:
+            if self.emulate is not None:
+                archive = self._scratch.enter_context(emulation.emulator_drive(self.emulate,
+                                                                               Path(tempfile.gettempdir())))
+                self.drives += (Drive(archive, "raw", label=emulation.LABEL, readonly=True),)
             try:
                 self._launch(accelerator.effective(self.accel))
             except _KvmLaunchFailed as failed:
@@ -74,6 +83,8 @@ class GuestSession:
                 accelerator.demote(f"the libguestfs appliance did not boot under KVM: {failed}")
                 self.say("KVM is marked unusable on this host; later builds use TCG (`imagebuilder doctor` "
                          "tells more)")
+            if self.emulate is not None:
+                emulation.enable(self, self.emulate)
         except BaseException:
             self._close()
             raise
@@ -155,6 +166,7 @@ class GuestSession:
         try:
             self._close_handle()
         finally:
+            self._scratch.close()
             if abort is not None:
                 abort.stop()
 

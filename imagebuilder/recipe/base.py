@@ -2,38 +2,54 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from imagebuilder import registry
+from imagebuilder import arches, registry
 from imagebuilder.guest import args
 from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.model import Base, Bootstrap
 from imagebuilder.recipe.tables import Table
 from imagebuilder.sources.distros import distribution
+from imagebuilder.sources.index import normalize_arch
 
 _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
 _DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
 MIRROR_ENV = "IMAGEBUILDER_MIRROR"
 BASE_SOURCES = ("url", "oci", "path", "bootstrap", "template")
 _TEMPLATE = re.compile(r"^[A-Za-z0-9._:-]+$")  # a virt-builder os-version (or alias; ':' in simplestreams ids)
-_ARCH = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def parse_base(table: Table, ctx: ArgContext) -> Base:
-    """[base]: exactly one source, with the keys that source takes."""
+def parse_base(table: Table, ctx: ArgContext, arch: str | None = None) -> Base:
+    """[base]: exactly one source, with the keys that source takes, for an image of arch ([image] arch;
+    None: the host's, or a template's own arch)."""
     sources = [key for key in BASE_SOURCES if key in table.data]
     if len(sources) != 1:
         problem = f"choose one of {', '.join(repr(k) for k in BASE_SOURCES)}" if not sources else \
             f"'{sources[0]}' and '{sources[1]}' exclude each other; keep one"
         raise table.error(sources[1] if len(sources) > 1 else None, problem)
     table.finish(_BASE_KEYS[sources[0]])  # an unknown (mistyped) key first: it explains what follows
-    base = {"url": _url_base, "oci": _oci_base, "path": _path_base, "bootstrap": _bootstrap_base,
-            "template": _template_base}[sources[0]](table, ctx)
+    if sources[0] == "template":
+        arch = _template_arch(table, arch)
+    arch = arch or arches.host().name
+    if sources[0] == "bootstrap":
+        base = _bootstrap_base(table, arches.lookup(arch))
+    else:
+        base = {"url": _url_base, "oci": _oci_base, "path": _path_base, "template": _template_base}[sources[0]](table, ctx)
     table.finish()
-    return base
+    return dataclasses.replace(base, arch=arch)
+
+
+def _template_arch(table: Table, image_arch: str | None) -> str | None:
+    """A template's arch: [base] arch (which virt-builder's users know) or [image] arch, never two different."""
+    arch = table.convert("arch", str, lambda value: arches.lookup(normalize_arch(value)).name)
+    if arch is not None and image_arch is not None and arch != image_arch:
+        raise table.error("arch", f"the template's arch is the image's, and [image] arch is {image_arch}; "
+                                  "write it once, under [image]")
+    return arch or image_arch
 
 
 _BASE_KEYS = {"url": ("url", "checksum", "checksum_url", "signature_url", "keyring"), "oci": ("oci",), "path": ("path",),
@@ -105,15 +121,25 @@ def _path_base(table: Table, ctx: ArgContext) -> Base:
     return Base(path=resolved)
 
 
-def _bootstrap_base(table: Table, _ctx: ArgContext) -> Base:
+def _bootstrap_base(table: Table, arch: arches.Arch) -> Base:
     boot = table.table("bootstrap")
     suite = boot.convert("suite", str, _check_suite, "bookworm")
-    mirror = boot.get("mirror", str, os.environ.get(MIRROR_ENV) or distribution(suite).mirror)
+    mirror = boot.get("mirror", str, os.environ.get(MIRROR_ENV) or distribution(suite).mirror_for(arch.name))
     _check_url(boot, "mirror", mirror)
     packages = boot.convert("packages", list, args.packages, ())
-    kernel = boot.convert("kernel", str, _one_package, None)
+    kernel = boot.convert("kernel", str, lambda name: _kernel_for(name, arch), None)
     boot.finish()
     return Base(bootstrap=Bootstrap(suite, mirror, tuple(packages), kernel))
+
+
+def _kernel_for(name: str, arch: arches.Arch) -> str:
+    """One kernel package, not one named for another architecture (linux-image-cloud-amd64 on arm64)."""
+    package = _one_package(name)
+    for other in arches.ARCHES.values():
+        if other is not arch and package.endswith(f"-{other.debian}"):
+            raise ValueError(f"'{package}' is a kernel for {other.debian}, and this image is {arch.name} "
+                             f"({arch.debian}): write {package.removesuffix(other.debian) + arch.debian}")
+    return package
 
 
 def _one_package(name: str) -> str:
@@ -134,9 +160,6 @@ def _template_base(table: Table, ctx: ArgContext) -> Base:
     if not _TEMPLATE.match(template):
         raise table.error("template", f"'{template}' is not a template name (letters, digits, '.', '_', '-', ':'; "
                                       "see `imagebuilder templates list`)")
-    arch = table.get("arch", str, "x86_64")
-    if not _ARCH.match(arch):
-        raise table.error("arch", f"'{arch}' is not an architecture name such as x86_64 or aarch64")
     repo = table.get("repo", str)
     if repo is not None and "://" not in repo:  # a path, as libguestfs reads one: relative to the recipe
         repo = table.convert("repo", str, lambda raw: ctx.inside(raw, (ctx.base_dir / raw).resolve())).as_uri()
@@ -151,7 +174,7 @@ def _template_base(table: Table, ctx: ArgContext) -> Base:
         key_path = table.convert("repo_key", str, lambda raw: ctx.inside(raw, (ctx.base_dir / raw).resolve()))
         if not key_path.is_file():
             raise table.error("repo_key", f"key '{key}' does not exist (looked for {key_path})")
-    return Base(template=template, arch=arch, repo=repo, repo_key=key_path)
+    return Base(template=template, repo=repo, repo_key=key_path)
 
 
 def _check_checksum(table: Table, checksum: str) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import ipaddress
 import re
 
-from imagebuilder import hardware, osinfo, units
+from imagebuilder import arches, hardware, osinfo, units
 from imagebuilder.recipe.model import FORMATS, DataDisk, Domain, Interface
 from imagebuilder.recipe.tables import Table, check_name, check_volume
 
@@ -23,10 +23,23 @@ def parse_wait(value: str) -> tuple[str, str | None]:
     raise ValueError(f"'{value}' is not one of agent, ssh, none or serial:TEXT (text the console shows when ready)")
 
 
-def _check_machine(value: str) -> str:
+def _check_machine(value: str, arch: arches.Arch) -> str:
     if not _MACHINE.match(value):
         raise ValueError(f"'{value}' is not a machine type such as \"pc\", \"q35\" or \"pc-q35-7.2\"")
+    for other in arches.ARCHES.values():
+        if other is not arch and any(value == m or value.startswith(f"{m}-") for m in other.machines):
+            raise ValueError(f"'{value}' is a machine type of {other.name}, and this image is {arch.name} "
+                             f"([image] arch); {arch.name} boots in {' or '.join(arch.machines)}")
     return value
+
+
+def _firmware(table: Table, arch: arches.Arch) -> str:
+    firmware = table.choice("firmware", hardware.FIRMWARES, arch.firmwares[0])
+    if firmware not in arch.firmwares:
+        raise table.error("firmware", f"{arch.name} has no {firmware.upper()} firmware; it boots from "
+                                      f"{' or '.join(f.upper() for f in arch.firmwares)} "
+                                      f"(firmware = \"{arch.firmwares[0]}\", the default for it)")
+    return firmware
 
 
 def _check_bridge(value: str) -> str:
@@ -50,10 +63,12 @@ def _check_osinfo(value: str) -> str:
     return resolved
 
 
-def parse_domain(table: Table | None, name: str) -> Domain | None:
-    """[domain]: the libvirt domain to define from the image, or None without the section."""
+def parse_domain(table: Table | None, name: str, arch: arches.Arch | None = None) -> Domain | None:
+    """[domain]: the libvirt domain to define from the image (of arch, by default the host's), or None
+    without the section. Machine, firmware and video default to what arch boots with."""
     if table is None:
         return None
+    arch = arch or arches.host()
     domain_name = table.convert("name", str, check_name, name)
     wait, wait_text = table.convert("wait", str, parse_wait, ("agent", None))
     graphics = table.choice("graphics", hardware.GRAPHICS, "none")
@@ -64,13 +79,13 @@ def parse_domain(table: Table | None, name: str) -> Domain | None:
         memory=table.convert("memory", (str, int), units.parse_size, 1 << 30),
         vcpus=table.get("vcpus", int, 1),
         cpu=table.convert("cpu", str, lambda v: _choose(v, hardware.CPU_MODES)),
-        machine=table.convert("machine", str, _check_machine, "pc"),
-        firmware=table.choice("firmware", hardware.FIRMWARES, "bios"),
+        machine=table.convert("machine", str, lambda value: _check_machine(value, arch), arch.machines[0]),
+        firmware=_firmware(table, arch),
         interfaces=_interfaces(table),
         disks=data_disks(table, domain_name),
         graphics=graphics,
         listen=table.convert("listen", str, _check_listen, "127.0.0.1"),
-        video=table.choice("video", hardware.VIDEOS, "vga"),
+        video=table.choice("video", hardware.VIDEOS, arch.video),
         memballoon=table.get("memballoon", bool, True),
         rng=table.get("rng", bool, True),
         agent=table.get("agent", bool, True),

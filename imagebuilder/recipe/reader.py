@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from imagebuilder import tomlpos
+from imagebuilder import arches, tomlpos
 from imagebuilder.errors import RecipeError
 from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.base import parse_base
@@ -61,13 +61,14 @@ def _build(loader: Loader, data: dict[str, Any], digest: str, strict_paths: bool
     name = image.convert("name", str, check_name)
     if name is None:
         raise image.error(None, "missing required key 'name'")
+    arch = image.convert("arch", str, lambda value: arches.lookup(value).name)
     image.finish()
-    base = parse_base(top.table("base", required=True), ctx)
+    base = parse_base(top.table("base", required=True), ctx, arch)
     disk = parse_disk(top.table("disk"))
     steps = parse_steps(loader, top.get("steps", list, []), ctx)
     sysprep_ops = parse_sysprep(top.table("sysprep"))
     output = parse_output(top.table("output"), name, disk.format, ctx)
-    domain = parse_domain(top.table("domain"), name)
+    domain = parse_domain(top.table("domain"), name, arches.lookup(base.arch))
     machines = parse_fleet(top, loader, domain, name, output)
     if machines:
         domain = None  # [domain] is the machines' template; the golden image itself is never booted

@@ -1,7 +1,9 @@
 """Bootstrap a Debian or Ubuntu root filesystem with mmdebstrap into a tarball, cached by its inputs.
 
 The tarball becomes a bootable disk inside the build's one appliance (see guest/layout.py):
-GRUB for both BIOS and UEFI goes in, so one image boots under either firmware.
+GRUB for every firmware the architecture has goes in (BIOS and UEFI on x86_64, UEFI on aarch64).
+A root of another architecture than the host's is made through qemu-user and binfmt_misc, which
+mmdebstrap uses by itself once the host has them (scripts/setup.sh sets them up).
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ from urllib.parse import unquote, urlparse
 
 import requests
 
+from imagebuilder import arches
+from imagebuilder.arches import Arch
 from imagebuilder.cache import Cache
-from imagebuilder.errors import SourceError
+from imagebuilder.errors import HostError, SourceError
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Bootstrap, Recipe
-from imagebuilder.run import run
+from imagebuilder.run import CommandError, run
 from imagebuilder.sources.base import BaseImage
 from imagebuilder.sources.distros import distribution
 from imagebuilder.sources.source import Identity, Source, source
 
-_COMMON = ("grub-pc", "grub-efi-amd64-bin", "systemd-sysv", "udev", "initramfs-tools", "e2fsprogs",
+_COMMON = ("systemd-sysv", "udev", "initramfs-tools", "e2fsprogs",
            "dosfstools", "ifupdown", "isc-dhcp-client", "qemu-guest-agent", "openssh-server", "dbus")
 _EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*")
 # mmdebstrap copies the build host's /etc/resolv.conf and /etc/hostname (with their modes) into the
@@ -32,12 +36,13 @@ _EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/
 _HERMETIC = '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"'
 
 
-def command(spec: Bootstrap, target: str) -> list[str]:
-    """The mmdebstrap command line that writes spec's root filesystem as a tarball to target."""
+def command(spec: Bootstrap, target: str, arch: Arch) -> list[str]:
+    """The mmdebstrap command line that writes spec's root filesystem for arch as a tarball to target."""
     dist = distribution(spec.suite)
-    packages = ",".join(dict.fromkeys((spec.kernel or dist.kernel,) + _COMMON + spec.packages))
-    argv = ["mmdebstrap", "--quiet", "--variant=minbase", "--format=tar", f"--components={dist.components}",
-            f"--include={packages}"]
+    kernel = spec.kernel or dist.kernel_for(arch.debian)
+    packages = ",".join(dict.fromkeys((kernel,) + arch.grub_packages + _COMMON + spec.packages))
+    argv = ["mmdebstrap", "--quiet", "--variant=minbase", "--format=tar", f"--architectures={arch.debian}",
+            f"--components={dist.components}", f"--include={packages}"]
     if dist.keyring:
         argv.append(f"--keyring={dist.keyring}")
     argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _EXCLUDES]
@@ -45,12 +50,12 @@ def command(spec: Bootstrap, target: str) -> list[str]:
     return argv
 
 
-def identify(spec: Bootstrap) -> str:
+def identify(spec: Bootstrap, arch: Arch) -> str:
     """The tarball's digest, without making it: a sha256 of everything that goes into it, the command
     line, mmdebstrap's version and the date of the mirror's Release file (so a new mirror state means a
     new bootstrap)."""
     version = run(["mmdebstrap", "--version"]).stdout.strip()
-    inputs = {"argv": command(spec, "TARGET"), "tool": version, "release": release_date(spec),
+    inputs = {"argv": command(spec, "TARGET", arch), "tool": version, "release": release_date(spec),
               "source_date_epoch": os.environ.get("SOURCE_DATE_EPOCH")}  # mmdebstrap clamps times to it
     return f"sha256:{hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()}"
 
@@ -74,22 +79,37 @@ def release_date(spec: Bootstrap) -> str:
     raise SourceError(f"{where} has no Date: field; is it a Debian mirror?")
 
 
-def fetch(spec: Bootstrap, digest: str, cache: Cache, reporter: Reporter) -> BaseImage:
-    """The root filesystem tarball for spec, whose digest identify gave, from the cache or made now
-    (about a minute)."""
+def fetch(spec: Bootstrap, arch: Arch, digest: str, cache: Cache, reporter: Reporter) -> BaseImage:
+    """The root filesystem tarball for spec and arch, whose digest identify gave, from the cache or made
+    now (about a minute; several under emulation)."""
     key = digest.removeprefix("sha256:")
-    source = f"bootstrap:{spec.suite}@{spec.mirror}"
+    source = f"bootstrap:{spec.suite}/{arch.debian}@{spec.mirror}"
     with cache.lock(f"bootstrap:{key}"):
         cached = cache.lookup("bootstrap", f"{key}.tar")
         if cached:
-            reporter.info(f"bootstrap of {spec.suite} found in the cache ({key[:12]}…)")
+            reporter.info(f"bootstrap of {spec.suite} ({arch.debian}) found in the cache ({key[:12]}…)")
         else:
-            reporter.info(f"bootstrapping {distribution(spec.suite).name} {spec.suite} from {spec.mirror} "
-                          "with mmdebstrap")
+            foreign = arches.foreign(arch.name)
+            if foreign:
+                check_emulation(arch)
+            reporter.info(f"bootstrapping {distribution(spec.suite).name} {spec.suite} ({arch.debian}"
+                          f"{', through qemu-user' if foreign else ''}) from {spec.mirror} with mmdebstrap")
             with cache.writing("bootstrap") as tmp:
-                run(command(spec, str(tmp)), timeout=1800)
+                run(command(spec, str(tmp), arch), timeout=3600 if foreign else 1800)
                 cached = cache.commit(tmp, "bootstrap", f"{key}.tar")
     return BaseImage(path=cached, kind="rootfs", digest=digest, source=source)
+
+
+def check_emulation(arch: Arch) -> None:
+    """HostError unless this host runs arch's programs through qemu-user (binfmt_misc), as mmdebstrap
+    needs for a foreign root; arch-test, which mmdebstrap uses too, tells."""
+    try:
+        run(["arch-test", arch.debian], timeout=60)
+    except (CommandError, HostError) as exc:
+        raise HostError(f"this host cannot run {arch.name} programs, which bootstrapping an {arch.name} "
+                        f"image needs ({exc.message})",
+                        hint="install qemu-user-static and arch-test, and register qemu-user with binfmt_misc: "
+                             "scripts/setup.sh does both") from None
 
 
 @source("bootstrap")
@@ -97,10 +117,10 @@ class BootstrapSource(Source):
     """[base.bootstrap]: known by a digest of everything that goes into the tarball."""
 
     def identify(self, recipe: Recipe, cache: Cache, reporter: Reporter) -> Identity:
-        return Identity(identify(recipe.base.bootstrap))
+        return Identity(identify(recipe.base.bootstrap, arches.lookup(recipe.base.arch)))
 
     def fetch(self, recipe: Recipe, known: Identity, cache: Cache, reporter: Reporter) -> BaseImage:
-        return fetch(recipe.base.bootstrap, known.digest, cache, reporter)
+        return fetch(recipe.base.bootstrap, arches.lookup(recipe.base.arch), known.digest, cache, reporter)
 
     def cache_entry(self, digest: str) -> tuple[str, str]:
         return "bootstrap", f"{digest.removeprefix('sha256:')}.tar"

@@ -14,32 +14,29 @@ import libvirt
 from imagebuilder.errors import VirtError
 from imagebuilder.virt.domainxml import DomainSpec
 
-ARCH = "x86_64"
-
-
 def _virt_type(accel: str) -> str:
     return "kvm" if accel == "kvm" else "qemu"
 
 
-def host_accel(conn: libvirt.virConnect) -> str:
-    """'kvm' if the host behind `conn` offers KVM for x86_64, else 'tcg'.
+def host_accel(conn: libvirt.virConnect, arch: str = "x86_64") -> str:
+    """'kvm' if the host behind `conn` offers KVM for arch, else 'tcg'.
 
     For hosts other than this one, where imagebuilder cannot boot its KVM probe.
     """
     try:
-        conn.getDomainCapabilities(None, ARCH, None, "kvm", 0)
+        conn.getDomainCapabilities(None, arch, None, "kvm", 0)
     except libvirt.libvirtError:
         return "tcg"
     return "kvm"
 
 
-def machines(conn: libvirt.virConnect, accel: str) -> list[str]:
-    """Machine type names (aliases such as `pc` and `q35` first) for x86_64 under `accel`."""
+def machines(conn: libvirt.virConnect, accel: str, arch_name: str = "x86_64") -> list[str]:
+    """Machine type names (aliases such as `pc` and `q35` first) for arch_name under `accel`."""
     root = ET.fromstring(conn.getCapabilities())
     names: list[str] = []
     for guest in root.findall("guest"):
         arch = guest.find("arch")
-        if arch is None or arch.get("name") != ARCH:
+        if arch is None or arch.get("name") != arch_name:
             continue
         for parent in [arch] + [d for d in arch.findall("domain") if d.get("type") == _virt_type(accel)]:
             names += [m.text for m in parent.findall("machine") if m.text and m.text not in names]
@@ -50,9 +47,13 @@ def check(conn: libvirt.virConnect, spec: DomainSpec) -> str:
     """Raise VirtError naming each recipe key the host cannot honour; return the canonical machine."""
     uri = conn.getURI()
     try:
-        caps = ET.fromstring(conn.getDomainCapabilities(None, ARCH, spec.machine, _virt_type(spec.accel), 0))
+        caps = ET.fromstring(conn.getDomainCapabilities(None, spec.arch, spec.machine, _virt_type(spec.accel), 0))
     except libvirt.libvirtError as exc:
-        known = ", ".join(n for n in machines(conn, spec.accel) if not any(c.isdigit() for c in n))
+        known = ", ".join(n for n in machines(conn, spec.accel, spec.arch) if not any(c.isdigit() for c in n))
+        if not known:
+            raise VirtError(f"{uri} cannot run {spec.arch} machines: {exc.get_error_message()}",
+                            hint=f"install the QEMU that emulates {spec.arch} there "
+                                 "(qemu-system-arm on Debian, for aarch64)") from None
         raise VirtError(f"domain.machine '{spec.machine}' is not available on {uri}: "
                         f"{exc.get_error_message()} (known: {known}, and versioned ones)") from None
     problems = []
@@ -61,13 +62,16 @@ def check(conn: libvirt.virConnect, spec: DomainSpec) -> str:
         problems.append(f"domain.vcpus {spec.vcpus} is more than machine {spec.machine} "
                         f"takes ({max_vcpus.get('max')})")
     mode = spec.cpu_mode
-    if mode and caps.find(f"cpu/mode[@name='{mode}'][@supported='yes']") is None:
+    if mode == "custom" and spec.cpu_model not in [m.text for m in caps.findall("cpu/mode[@name='custom']/model")]:
+        problems.append(f"QEMU on {uri} does not emulate the {spec.arch} CPU model {spec.cpu_model}")
+    elif mode and caps.find(f"cpu/mode[@name='{mode}'][@supported='yes']") is None:
         accel = "KVM" if spec.accel == "kvm" else "TCG (no KVM)"
         problems.append(f"domain.cpu '{mode}' is not available with {accel} on {uri}"
                         + ("; use 'maximum' or leave domain.cpu out" if spec.accel == "tcg" else ""))
     if spec.firmware == "efi" and "efi" not in _enum(caps, "os", "firmware"):
-        problems.append(f"domain.firmware 'efi' needs UEFI firmware (OVMF) on {uri}, "
-                        "which libvirt does not find (install the ovmf package there)")
+        package = "ovmf" if spec.arch == "x86_64" else "qemu-efi-aarch64"
+        problems.append(f"domain.firmware 'efi' needs UEFI firmware for {spec.arch} on {uri}, "
+                        f"which libvirt does not find (install the {package} package there)")
     for key, kind, enum, wanted in (
             ("domain.graphics", "graphics", "type", {spec.graphics} - {"none"}),
             ("domain.video", "video", "modelType", {spec.video} - {"none"}),

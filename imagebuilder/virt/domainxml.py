@@ -12,6 +12,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from imagebuilder import arches
 from imagebuilder.errors import BuildError, HostError, InputError
 from imagebuilder.hardware import (ACCELS, CPU_MODES, DISK_BUSES, DISK_FORMATS, FIRMWARES, GRAPHICS, NIC_KINDS,
                                    NIC_MODELS, VIDEOS, check_mac)
@@ -84,9 +85,11 @@ class DomainSpec:
     description: str | None = None
     labels: dict[str, str] = field(default_factory=dict)  # imagebuilder metadata attributes
     cdroms: tuple[DiskSpec, ...] = ()  # read-only CD-ROMs (a cloud-init seed), after the disks
+    arch: str = "x86_64"
 
     def __post_init__(self) -> None:
         _one_of("accel", self.accel, ACCELS)
+        _one_of("arch", self.arch, tuple(arches.ARCHES))
         _one_of("firmware", self.firmware, FIRMWARES)
         _one_of("graphics", self.graphics, GRAPHICS)
         _one_of("video", self.video, VIDEOS)
@@ -101,10 +104,18 @@ class DomainSpec:
 
     @property
     def cpu_mode(self) -> str | None:
-        """The <cpu mode> the XML carries, after the per-accelerator default."""
+        """The <cpu mode> the XML carries, after the per-accelerator default ("custom": the arch's model)."""
         if self.cpu is None:
-            return "host-passthrough" if self.accel == "kvm" else None
+            if self.accel == "kvm":
+                return "host-passthrough"
+            return "custom" if self.cpu_model else None
         return self.cpu
+
+    @property
+    def cpu_model(self) -> str | None:
+        """The CPU model QEMU emulates when the recipe leaves cpu out, under TCG (None: QEMU's default;
+        on aarch64 that is a 32-bit CPU, so the arch names one)."""
+        return arches.lookup(self.arch).cpu_model if self.cpu is None and self.accel == "tcg" else None
 
 
 def _one_of(what: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -130,11 +141,17 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(root, "memory", str(spec.memory_bytes), unit="bytes")
     _sub(root, "vcpu", str(spec.vcpus))
     os_elem = _sub(root, "os", **({"firmware": "efi"} if spec.firmware == "efi" else {}))
-    _sub(os_elem, "type", "hvm", arch="x86_64", machine=spec.machine)
+    _sub(os_elem, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    if spec.firmware == "efi" and spec.arch != "x86_64":
+        # libvirt prefers firmware with Microsoft's keys enrolled; the bootstrap's GRUB is not signed
+        _sub(_sub(os_elem, "firmware"), "feature", enabled="no", name="secure-boot")
     features = _sub(root, "features")
     _sub(features, "acpi")
-    _sub(features, "apic")
-    if spec.cpu_mode:
+    if spec.arch == "x86_64":
+        _sub(features, "apic")
+    if spec.cpu_mode == "custom":
+        _sub(_sub(root, "cpu", mode="custom", match="exact"), "model", spec.cpu_model, fallback="forbid")
+    elif spec.cpu_mode:
         _sub(root, "cpu", mode=spec.cpu_mode)
     _sub(root, "clock", offset="utc")
     _sub(root, "on_poweroff", "destroy")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from imagebuilder import accel
+from imagebuilder.arches import ARCHES
 from imagebuilder.cache import Cache
 from imagebuilder.guest import layout
 from imagebuilder.guest.context import GuestContext
@@ -47,7 +48,7 @@ def test_layout_lands_on_the_image_when_another_disk_comes_first(base_image, cac
     with layout.rootfs_drive(tarball, pool_dir) as rootfs, \
             GuestSession([Drive(other, "raw", "other"), Drive(image, "qcow2"), rootfs], chosen, network=False) as g:
         assert g.device() == "/dev/sdb" and g.device("other") == "/dev/sda"
-        layout.install_rootfs(GuestContext(g, Reporter("plain")), "layout-test")
+        layout.install_rootfs(GuestContext(g, Reporter("plain")), "layout-test", ARCHES["x86_64"])
         g.umount_all()
         chosen = g.accel
     with open(other, "rb") as file:

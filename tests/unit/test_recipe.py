@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imagebuilder import recipe
+from imagebuilder.arches import ARCHES
 from imagebuilder.errors import RecipeError
 from imagebuilder.guest import sysprep
 
@@ -130,12 +131,13 @@ def test_compression_is_for_qcow2_only(tmp_path):
 
 def test_bootstrap_kernel_replaces_the_distributions_generic_one(tmp_path):
     from imagebuilder.sources import bootstrap
-    boot = '[image]\nname = "web"\n[base.bootstrap]\nsuite = "bookworm"\n'
+    x86 = ARCHES["x86_64"]
+    boot = '[image]\nname = "web"\narch = "x86_64"\n[base.bootstrap]\nsuite = "bookworm"\n'
     generic = recipe.load(write(tmp_path, boot)).base.bootstrap
     cloud = recipe.load(write(tmp_path, boot + 'kernel = "linux-image-cloud-amd64"\n')).base.bootstrap
-    include = {arg for arg in bootstrap.command(cloud, "T") if arg.startswith("--include=")}.pop()
-    assert generic.kernel is None and "linux-image-amd64," in {a for a in bootstrap.command(generic, "T")
+    include = {arg for arg in bootstrap.command(cloud, "T", x86) if arg.startswith("--include=")}.pop()
+    assert generic.kernel is None and "linux-image-amd64," in {a for a in bootstrap.command(generic, "T", x86)
                                                                if a.startswith("--include=")}.pop()
     assert include.startswith("--include=linux-image-cloud-amd64,") and "linux-image-amd64" not in include
     error = error_of(tmp_path, boot + 'kernel = "linux-image-amd64, linux-image-cloud-amd64"\n')
-    assert "recipe.toml:5: key 'base.bootstrap.kernel'" in str(error) and "expected one kernel package, got 2" in str(error)
+    assert "recipe.toml:6: key 'base.bootstrap.kernel'" in str(error) and "expected one kernel package, got 2" in str(error)

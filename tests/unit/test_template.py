@@ -84,7 +84,7 @@ def test_recipe_template_keys(tmp_path):
 
 @pytest.mark.parametrize(("base", "line", "key", "words"), [
     ('template = "debian 12"', 5, "base.template", "is not a template name"),
-    ('template = "d"\narch = "x86 64"', 6, "base.arch", "is not an architecture name"),
+    ('template = "d"\narch = "x86 64"', 6, "base.arch", "is not an architecture imagebuilder builds for"),
     ('template = "d"\nrepo = "ftp://h/index"', 6, "base.repo", "unsupported URL scheme 'ftp'"),
     ('template = "d"\nrepo_key = "k.asc"', 6, "base.repo_key", "signs the index named by 'repo'"),
     ('template = "d"\nrepo = "http://h/index.asc"\nrepo_key = "missing.asc"', 7, "base.repo_key",
