@@ -101,8 +101,8 @@ def build(
 def _sign_option(key: Optional[Path], passphrase: Optional[str], loaded: recipe.Recipe) -> Optional[recipe.Sign]:
     """--sign-key (with --sign-passphrase) as a [sign] section, relative to the working directory."""
     from imagebuilder.errors import InputError
-    from imagebuilder.guest.args import ArgContext
     from imagebuilder.recipe.sign import passphrase as parse_passphrase
+    from imagebuilder.values import ArgContext
     if key is None:
         if passphrase is not None:
             raise InputError("--sign-passphrase goes with --sign-key")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from imagebuilder import accel as accelerator
-from imagebuilder import files
+from imagebuilder import files, values
 from imagebuilder.errors import BuildError, InputError
 from imagebuilder.fleet.common import undoing
-from imagebuilder.guest import args, clones, commands_file
+from imagebuilder.guest import clones, commands_file
 from imagebuilder.guest.ops import REGISTRY
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Step
@@ -37,7 +37,7 @@ def parse_steps(texts: list[str], name: str, base_dir: Path) -> tuple[Step, ...]
         try:
             commands_file.check_name(command, "--customize")
             op = REGISTRY[command.op]
-            arg = op.parse(True if op.flag else command.arg, args.ArgContext(base_dir))
+            arg = op.parse(True if op.flag else command.arg, values.ArgContext(base_dir))
         except ValueError as exc:
             raise InputError(f"--customize {text!r}: {exc}") from None
         except InputError as exc:
@@ -91,6 +91,6 @@ def clone(uri: str | None, pool_name: str, volume: str, name: str, count: int, c
 
 def _hostname_or_none(name: str) -> str | None:
     try:
-        return args.hostname(name)
+        return values.hostname(name)
     except ValueError:
         return None

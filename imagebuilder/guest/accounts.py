@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagebuilder import values
 from imagebuilder.errors import GuestError
-from imagebuilder.guest import args, passwords
-from imagebuilder.guest.args import ArgContext
+from imagebuilder.guest import passwords
 from imagebuilder.guest.context import GuestContext
+from imagebuilder.values import ArgContext
 
 _KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
 
@@ -87,7 +88,7 @@ def parse_key_source(item: str, ctx: ArgContext, kind: str | None = None) -> lis
     if kind is None:
         kind = "string" if item.startswith(_KEY_PREFIXES) else "file"
     if kind == "file":
-        path = args.host_path(item, ctx)
+        path = values.host_path(item, ctx)
         keys = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
     else:
         keys = [item.strip()]
@@ -171,9 +172,9 @@ _USER_KEYS = ("name", "uid", "group", "groups", "shell", "home", "comment", "sys
 def parse_user(value: Any, ctx: ArgContext) -> UserSpec:
     """`"NAME"` or `{ name, uid, group, groups, shell, home, comment, system, password, ssh_keys }`."""
     if isinstance(value, str):
-        return UserSpec(args.user_name(value))
-    table = args.keys(value, required=("name",), optional=_USER_KEYS[1:])
-    name = args.user_name(table["name"])
+        return UserSpec(values.user_name(value))
+    table = values.keys(value, required=("name",), optional=_USER_KEYS[1:])
+    name = values.user_name(table["name"])
     uid = table.get("uid")
     if uid is not None and (isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid < 2**31):
         raise ValueError("'uid' must be a number")
@@ -182,7 +183,7 @@ def parse_user(value: Any, ctx: ArgContext) -> UserSpec:
         raise ValueError("'groups' must be an array of group names")
     for key in ("shell", "home"):
         if key in table:
-            args.guest_path(table[key])
+            values.guest_path(table[key])
     if "comment" in table and (not isinstance(table["comment"], str) or ":" in table["comment"]
                                or "\n" in table["comment"]):
         raise ValueError("'comment' must be a string without ':' or newlines")
@@ -197,8 +198,8 @@ def parse_user(value: Any, ctx: ArgContext) -> UserSpec:
         keys += parse_key_source(rest, ctx, kind) if sep and kind in ("file", "string") else \
             parse_key_source(item, ctx)
     password = passwords.parse(table["password"], ctx, name) if "password" in table else None
-    return UserSpec(name, uid, args.group_name(table["group"]) if "group" in table else None,
-                    tuple(args.group_name(g) for g in groups), table.get("shell"), table.get("home"),
+    return UserSpec(name, uid, values.group_name(table["group"]) if "group" in table else None,
+                    tuple(values.group_name(g) for g in groups), table.get("shell"), table.get("home"),
                     table.get("comment"), table.get("system", False), password, tuple(keys))
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder.errors import RecipeError
-from imagebuilder.guest.args import ArgContext, HostFile
 from imagebuilder.suggest import did_you_mean
+from imagebuilder.values import ArgContext, HostFile
 
 # virt-customize options that exist but that imagebuilder does not offer, with the reason.
 UNSUPPORTED = {

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagebuilder.guest.args import ArgContext, host_path
+from imagebuilder.values import ArgContext, host_path
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

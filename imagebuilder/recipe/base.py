@@ -8,13 +8,12 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from imagebuilder import arches, registry
-from imagebuilder.guest import args
-from imagebuilder.guest.args import ArgContext
+from imagebuilder import arches, registry, values
 from imagebuilder.recipe.model import Base, Bootstrap
 from imagebuilder.recipe.tables import Table
 from imagebuilder.sources.distros import distribution
 from imagebuilder.sources.index import normalize_arch
+from imagebuilder.values import ArgContext
 
 _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
 _DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}
@@ -126,7 +125,7 @@ def _bootstrap_base(table: Table, arch: arches.Arch) -> Base:
     suite = boot.convert("suite", str, _check_suite, "bookworm")
     mirror = boot.get("mirror", str, os.environ.get(MIRROR_ENV) or distribution(suite).mirror_for(arch.name))
     _check_url(boot, "mirror", mirror)
-    packages = boot.convert("packages", list, args.packages, ())
+    packages = boot.convert("packages", list, values.packages, ())
     kernel = boot.convert("kernel", str, lambda name: _kernel_for(name, arch), None)
     boot.finish()
     return Base(bootstrap=Bootstrap(suite, mirror, tuple(packages), kernel))
@@ -143,7 +142,7 @@ def _kernel_for(name: str, arch: arches.Arch) -> str:
 
 
 def _one_package(name: str) -> str:
-    specs = args.packages(name)
+    specs = values.packages(name)
     if len(specs) != 1:
         raise ValueError(f"expected one kernel package, got {len(specs)}")
     return specs[0]

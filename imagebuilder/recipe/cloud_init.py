@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from imagebuilder.guest import args
-from imagebuilder.guest.args import ArgContext
+from imagebuilder import values
 from imagebuilder.recipe.model import CloudInit
 from imagebuilder.recipe.tables import Table
+from imagebuilder.values import ArgContext
 
 _USER_DATA_HEADERS = ("#cloud-config", "#!", "#include", "#cloud-boothook", "#part-handler", "Content-Type:",
                       "## template: jinja")
@@ -15,7 +15,7 @@ def parse_cloud_init(table: Table | None, ctx: ArgContext) -> CloudInit | None:
     """[cloud_init]: user_data and network_config (a file, or an inline table), meta_data (a table)."""
     if table is None:
         return None
-    files: list[args.HostFile] = []
+    files: list[values.HostFile] = []
     user_data = _cloud_document(table, "user_data", ctx, files, user_data=True)
     network_config = _cloud_document(table, "network_config", ctx, files, user_data=False)
     meta = table.get("meta_data", dict, {})
@@ -26,7 +26,7 @@ def parse_cloud_init(table: Table | None, ctx: ArgContext) -> CloudInit | None:
     return CloudInit(user_data, tuple(meta.items()), network_config, tuple(files))
 
 
-def _cloud_document(table: Table, key: str, ctx: ArgContext, files: list[args.HostFile],
+def _cloud_document(table: Table, key: str, ctx: ArgContext, files: list[values.HostFile],
                     user_data: bool) -> str | None:
     import yaml
 
@@ -38,7 +38,7 @@ def _cloud_document(table: Table, key: str, ctx: ArgContext, files: list[args.Ho
         return "#cloud-config\n" + text if user_data else text
     step_ctx = ctx.fresh()
     try:
-        path = args.host_path(value, step_ctx)
+        path = values.host_path(value, step_ctx)
         text = path.read_text(encoding="utf-8")
     except ValueError as exc:
         raise table.error(key, str(exc)) from None

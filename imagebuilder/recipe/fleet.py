@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from imagebuilder import hardware, units
-from imagebuilder.guest import args
+from imagebuilder import hardware, units, values
 from imagebuilder.recipe.domain import data_disks
 from imagebuilder.recipe.model import Domain, Interface, Machine, Output
 from imagebuilder.recipe.tables import Loader, Table, check_name
@@ -71,10 +70,10 @@ def _machine(table: Table, template: Domain) -> Machine:
     name = table.convert("name", str, check_name)
     if name is None:
         raise table.error(None, "missing required key 'name'")
-    hostname = table.convert("hostname", str, args.hostname)
+    hostname = table.convert("hostname", str, values.hostname)
     if hostname is None:
         try:
-            hostname = args.hostname(name)
+            hostname = values.hostname(name)
         except ValueError:
             raise table.error("name", f"'{name}' is not a valid host name; add hostname = \"…\"") from None
     domain = _machine_domain(table, template, name)
@@ -132,7 +131,7 @@ def _fleet_machines(fleet: Table, template: Domain) -> list[Machine]:
         name = pattern.format(n=number)
         try:
             check_name(name)
-            hostname = args.hostname(name)
+            hostname = values.hostname(name)
         except ValueError as exc:
             raise fleet.error("name", f"machine {number}: {exc}") from None
         machines.append(Machine(name, hostname, _machine_domain(None, template, name), line))

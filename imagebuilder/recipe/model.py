@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagebuilder import values
 from imagebuilder.checks import Check
-from imagebuilder.guest import args, ops
+from imagebuilder.guest import ops
 
 FORMATS = ("qcow2", "raw")  # of the image (Disk) and of new data disks (DataDisk)
 
@@ -65,7 +66,7 @@ class Step:
     line: int | None
     source: Path | None = None                  # the commands file it came from; None: the recipe
     included_at: int | None = None             # for a commands file's step: the recipe line including it
-    host_files: tuple[args.HostFile, ...] = ()  # host files it reads, with their digests
+    host_files: tuple[values.HostFile, ...] = ()  # host files it reads, with their digests
     checkpoint: bool | None = None              # keep the image after this step (None: if it is a long one)
 
     def describe(self) -> str:
@@ -228,7 +229,7 @@ class CloudInit:
     user_data: str | None = None        # the text: a file's content, or an inline table as #cloud-config
     meta_data: tuple[tuple[str, Any], ...] = ()  # extra meta-data keys ({name}, {hostname} replaced)
     network_config: str | None = None   # YAML text
-    host_files: tuple[args.HostFile, ...] = ()
+    host_files: tuple[values.HostFile, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 from imagebuilder import units, versions
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.model import FORMATS, Disk, Output, Target
 from imagebuilder.recipe.publish import parse_publish
 from imagebuilder.recipe.tables import Table, check_name, check_volume
+from imagebuilder.values import ArgContext
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from imagebuilder import registry, versions
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.model import FileOutput, OciOutput, RepoOutput, SharedCacheSettings
 from imagebuilder.recipe.tables import Table
+from imagebuilder.values import ArgContext
 
 FILE_FORMATS = ("vmdk", "vhd", "vhdx", "ova", "qcow2", "raw")
 SUFFIXES = {".vmdk": "vmdk", ".vhd": "vhd", ".vhdx": "vhdx", ".ova": "ova", ".qcow2": "qcow2", ".raw": "raw",

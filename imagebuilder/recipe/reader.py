@@ -10,7 +10,6 @@ from typing import Any
 
 from imagebuilder import arches, tomlpos
 from imagebuilder.errors import RecipeError
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.base import parse_base
 from imagebuilder.recipe.cloud_init import parse_cloud_init
 from imagebuilder.recipe.domain import parse_domain
@@ -23,6 +22,7 @@ from imagebuilder.recipe.sign import parse_sign
 from imagebuilder.recipe.steps import parse_network, parse_steps, parse_sysprep
 from imagebuilder.recipe.tables import Loader, Table, check_name
 from imagebuilder.recipe.tests import parse_tests
+from imagebuilder.values import ArgContext
 
 
 def load(file: str | Path, *, strict_paths: bool = False, inline_secrets: bool = True) -> Recipe:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagebuilder.guest import args, passwords
-from imagebuilder.guest.args import ArgContext
+from imagebuilder import values
+from imagebuilder.guest import passwords
 from imagebuilder.recipe.model import Sign
 from imagebuilder.recipe.tables import Table
+from imagebuilder.values import ArgContext
 
 
 def parse_sign(table: Table | None, ctx: ArgContext) -> Sign | None:
@@ -15,7 +16,7 @@ def parse_sign(table: Table | None, ctx: ArgContext) -> Sign | None:
     passphrase (file:PATH or env:VAR, never written in the recipe), builder (the builder's id)."""
     if table is None:
         return None
-    key = table.convert("key", str, lambda raw: args.host_path(raw, ctx.fresh(), secret=True))
+    key = table.convert("key", str, lambda raw: values.host_path(raw, ctx.fresh(), secret=True))
     if key is None:
         raise table.error(None, "missing required key 'key'")
     sign = Sign(key=key, passphrase=table.convert("passphrase", (str, dict), lambda raw: passphrase(raw, ctx)),

@@ -6,10 +6,10 @@ from typing import Any
 
 from imagebuilder.errors import RecipeError
 from imagebuilder.guest import commands_file, ops, sysprep
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.recipe.model import Step
 from imagebuilder.recipe.tables import Loader, Table
 from imagebuilder.suggest import did_you_mean
+from imagebuilder.values import ArgContext
 
 
 def parse_steps(loader: Loader, items: list[Any], ctx: ArgContext) -> list[Step]:

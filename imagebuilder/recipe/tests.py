@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from imagebuilder import units
+from imagebuilder import units, values
 from imagebuilder.checks import Check
-from imagebuilder.guest import args
 from imagebuilder.recipe.tables import Loader, Table
 
 
@@ -32,11 +31,11 @@ def parse_tests(loader: Loader, items: list[Any]) -> tuple[Check, ...]:
                           timeout=table.convert("timeout", (str, int), units.parse_duration, 60))
         elif kind == "file":
             check = Check(name=table.get("name", str, f"file {subject}"), line=line,
-                          file=table.convert("file", str, args.guest_path),
+                          file=table.convert("file", str, values.guest_path),
                           contains=table.convert("contains", str, _check_regex))
         else:
             check = Check(name=table.get("name", str, f"package {subject}"), line=line,
-                          package=table.convert("package", str, lambda p: args.packages([p])[0]))
+                          package=table.convert("package", str, lambda p: values.packages([p])[0]))
         table.finish()
         checks.append(check)
     names = [c.name for c in checks]

@@ -9,8 +9,8 @@ from imagebuilder import recipe
 from imagebuilder.cli import app
 from imagebuilder.errors import RecipeError
 from imagebuilder.guest import commands_file
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.guest.commands_file import Command, Comment
+from imagebuilder.values import ArgContext
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv0kSLb2nAI6Fr6YQz6UZa0fTwJzYFhS2Z8PHa2Al9k test@imagebuilder"
 
@@ -230,6 +230,6 @@ def test_convert_reports_errors_with_exit_2(tmp_path):
 
 def test_a_home_directory_of_no_user_is_a_clear_error(tmp_path):
     """Found by hypothesis: `run ~0` named the home directory of a user "0", and the parser crashed."""
-    from imagebuilder.guest.args import ArgContext, host_path
+    from imagebuilder.values import ArgContext, host_path
     with pytest.raises(ValueError, match="host path '~0': no such user's home directory"):
         host_path("~0", ArgContext(tmp_path))

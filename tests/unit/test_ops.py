@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from imagebuilder.cli import app
 from imagebuilder.guest import packages, passwords, reference, sysprep
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.guest.ops import REGISTRY
 from imagebuilder.stages import canonical
+from imagebuilder.values import ArgContext
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

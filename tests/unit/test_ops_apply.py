@@ -13,12 +13,12 @@ import pytest
 
 from imagebuilder.errors import GuestError
 from imagebuilder.guest import firstboot
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.guest.context import GuestContext, shell_line
 from imagebuilder.guest.customize import selinux_relabel
 from imagebuilder.guest.ops import REGISTRY
 from imagebuilder.guest.ops.system import rename_in_hosts
 from imagebuilder.progress import Reporter
+from imagebuilder.values import ArgContext
 from tests.unit.fakeguest import FakeGuest, debian_root
 
 with warnings.catch_warnings():

@@ -92,8 +92,8 @@ def test_mutated_valid_recipe(tmp_path, position, cut, insert):
 # error; and what it accepts, `convert` turns into a recipe that loads with the same operations.
 
 from imagebuilder.guest import commands_file  # noqa: E402
-from imagebuilder.guest.args import ArgContext  # noqa: E402
 from imagebuilder.guest.ops import REGISTRY  # noqa: E402
+from imagebuilder.values import ArgContext  # noqa: E402
 
 SECRET = "Pr0p3rtyS3cr3t"
 COMMANDS = sorted(op.cli_name for op in REGISTRY.values()) + ["commands-from-file", "sm-register", "append_line",

@@ -15,10 +15,10 @@ from imagebuilder.cache import Cache
 from imagebuilder.cli import app
 from imagebuilder.errors import RecipeError, SourceError
 from imagebuilder.guest import passwords
-from imagebuilder.guest.args import ArgContext
 from imagebuilder.progress import Reporter
 from imagebuilder.sources import index, repos, template, url
 from imagebuilder.sources.base import BaseImage
+from imagebuilder.values import ArgContext
 from tests.signing import make_key
 
 HEAD = '[image]\nname = "web"\n'

@@ -8,8 +8,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from imagebuilder import values
 from imagebuilder.errors import GuestError
-from imagebuilder.guest import accounts, args, editing
+from imagebuilder.guest import accounts, editing
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.ops.registry import guest_pair, host_to_guest, operation, pair_text, plain
 
@@ -40,8 +41,8 @@ def _append_line(ctx: GuestContext, arg: tuple[str, str]) -> None:
 
 
 def _edit_arg(value: Any) -> tuple[str, editing.Expression]:
-    path, expression = args.pair(value, "path", "expression")
-    return args.guest_path(path), editing.parse(expression)
+    path, expression = values.pair(value, "path", "expression")
+    return values.guest_path(path), editing.parse(expression)
 
 
 @operation("edit", "Edit a guest file with a Perl substitution such as s/^X=.*/X=1/ (FILE:EXPR).", "FILE:EXPR",
@@ -70,19 +71,19 @@ def _edit(ctx: GuestContext, arg: tuple[str, editing.Expression]) -> None:
         g.write(path, edited)
 
 
-@operation("mkdir", "Create a guest directory, with its parents (mkdir -p).", "DIR", plain(args.guest_path),
+@operation("mkdir", "Create a guest directory, with its parents (mkdir -p).", "DIR", plain(values.guest_path),
            'mkdir = "/srv/app/conf"')
 def _mkdir(ctx: GuestContext, path: str) -> None:
     ctx.g.mkdir_p(path)
 
 
-@operation("touch", "Create an empty guest file, or update its times (touch).", "FILE", plain(args.guest_path),
+@operation("touch", "Create an empty guest file, or update its times (touch).", "FILE", plain(values.guest_path),
            'touch = "/etc/cloud/cloud-init.disabled"')
 def _touch(ctx: GuestContext, path: str) -> None:
     ctx.g.touch(path)
 
 
-@operation("truncate", "Truncate an existing guest file to zero length.", "FILE", plain(args.guest_path),
+@operation("truncate", "Truncate an existing guest file to zero length.", "FILE", plain(values.guest_path),
            'truncate = "/etc/machine-id"')
 def _truncate(ctx: GuestContext, path: str) -> None:
     if not ctx.g.is_file(path, followsymlinks=True):
@@ -91,7 +92,7 @@ def _truncate(ctx: GuestContext, path: str) -> None:
 
 
 @operation("truncate_recursive", "Truncate every file under a guest directory to zero length.", "PATH",
-           plain(args.guest_path), 'truncate_recursive = "/var/log"')
+           plain(values.guest_path), 'truncate_recursive = "/var/log"')
 def _truncate_recursive(ctx: GuestContext, root: str) -> None:
     g = ctx.g
     if not g.is_dir(root, followsymlinks=True):
@@ -103,14 +104,14 @@ def _truncate_recursive(ctx: GuestContext, root: str) -> None:
 
 
 @operation("delete", "Delete a guest file or directory (recursively); shell wildcards are expanded.", "PATH",
-           plain(args.guest_path), 'delete = "/var/cache/apt/archives/*.deb"')
+           plain(values.guest_path), 'delete = "/var/cache/apt/archives/*.deb"')
 def _delete(ctx: GuestContext, pattern: str) -> None:
     for path in ctx.g.glob_expand(pattern, directoryslash=False) or []:
         ctx.g.rm_rf(path)
 
 
 @operation("scrub", "Overwrite a guest file so that its data cannot be recovered, then delete it.", "FILE",
-           plain(args.guest_path), 'scrub = "/root/.ssh/id_rsa"')
+           plain(values.guest_path), 'scrub = "/root/.ssh/id_rsa"')
 def _scrub(ctx: GuestContext, path: str) -> None:
     g = ctx.g
     if g.is_dir(path):
@@ -138,9 +139,9 @@ def _chmod_arg(value: Any) -> tuple[int, str]:
         mode, sep, path = value.partition(":")
         if not sep:
             raise ValueError("expected \"PERMISSIONS:FILE\" or { path, mode }")
-        return args.mode(mode), args.guest_path(path)
-    table = args.keys(value, required=("path", "mode"))
-    return args.mode(table["mode"]), args.guest_path(table["path"])
+        return values.mode(mode), values.guest_path(path)
+    table = values.keys(value, required=("path", "mode"))
+    return values.mode(table["mode"]), values.guest_path(table["path"])
 
 
 @operation("chown", "Change the owner and group of a guest file (numeric ids, or names in a table).",
@@ -157,21 +158,21 @@ def _chown_arg(value: Any) -> tuple[int | str, int | str, str]:
         parts = value.split(":", 2)
         if len(parts) != 3:
             raise ValueError("expected \"UID:GID:PATH\" or { path, user, group }")
-        return args.owner_id(parts[0], "user"), args.owner_id(parts[1], "group"), args.guest_path(parts[2])
-    table = args.keys(value, required=("path", "user", "group"))
-    return (args.owner_id(table["user"], "user"), args.owner_id(table["group"], "group"),
-            args.guest_path(table["path"]))
+        return values.owner_id(parts[0], "user"), values.owner_id(parts[1], "group"), values.guest_path(parts[2])
+    table = values.keys(value, required=("path", "user", "group"))
+    return (values.owner_id(table["user"], "user"), values.owner_id(table["group"], "group"),
+            values.guest_path(table["path"]))
 
 
 @operation("copy", "Copy a file or directory (recursively) inside the guest.", "SOURCE:DEST",
-           guest_pair("from", "to", args.guest_path), 'copy = "/etc/skel/.bashrc:/root/.bashrc"',
+           guest_pair("from", "to", values.guest_path), 'copy = "/etc/skel/.bashrc:/root/.bashrc"',
            table="{ from, to }", describe=pair_text)
 def _copy(ctx: GuestContext, arg: tuple[str, str]) -> None:
     ctx.g.cp_a(arg[0], arg[1])
 
 
 @operation("move", "Move (rename) a file or directory inside the guest.", "SOURCE:DEST",
-           guest_pair("from", "to", args.guest_path), 'move = "/etc/app.conf:/etc/app/app.conf"',
+           guest_pair("from", "to", values.guest_path), 'move = "/etc/app.conf:/etc/app/app.conf"',
            table="{ from, to }", describe=pair_text)
 def _move(ctx: GuestContext, arg: tuple[str, str]) -> None:
     ctx.g.mv(arg[0], arg[1])
@@ -191,12 +192,12 @@ def _link_arg(value: Any) -> tuple[str, tuple[str, ...]]:
         if not links:
             raise ValueError("expected \"TARGET:LINK[:LINK..]\"")
     else:
-        table = args.keys(value, required=("target",), optional=("link", "links"))
+        table = values.keys(value, required=("target",), optional=("link", "links"))
         target = table["target"]
         links = [table["link"]] if "link" in table else table.get("links", [])
         if not isinstance(links, list) or not links or "link" in table and "links" in table:
             raise ValueError("give 'link' (one) or 'links' (an array)")
-    return args.text(target), tuple(args.guest_path(link) for link in links)
+    return values.text(target), tuple(values.guest_path(link) for link in links)
 
 
 @operation("copy_in", "Copy a host file or directory (recursively) into an existing guest directory.",

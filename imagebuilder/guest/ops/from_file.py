@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagebuilder.guest import args
-from imagebuilder.guest.args import ArgContext
+from imagebuilder import values
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.ops.registry import operation
+from imagebuilder.values import ArgContext
 
 
 def _parse_commands_file(value: Any, ctx: ArgContext) -> Any:
     from imagebuilder.guest import commands_file
 
-    path = args.host_path(value, ctx)
+    path = values.host_path(value, ctx)
     return commands_file.parse_commands(path, ctx)
 
 

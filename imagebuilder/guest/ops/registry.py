@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagebuilder.guest import args
-from imagebuilder.guest.args import ArgContext
+from imagebuilder import values
 from imagebuilder.guest.context import GuestContext
+from imagebuilder.values import ArgContext
 
 
 @dataclass(frozen=True)
@@ -66,22 +66,22 @@ def plain(parser: Callable[[Any], Any]) -> Callable[[Any, ArgContext], Any]:
 
 def flag_arg(value: Any, _ctx: ArgContext) -> bool:
     """The value of an operation without an argument (`update = true`)."""
-    return args.flag(value)
+    return values.flag(value)
 
 
-def guest_pair(first: str, second: str, right: Callable[[Any], Any] = args.string):
+def guest_pair(first: str, second: str, right: Callable[[Any], Any] = values.string):
     """GUEST_PATH:VALUE, or the table { first, second }."""
     def parse(value: Any, _ctx: ArgContext) -> tuple[str, Any]:
-        left, other = args.pair(value, first, second)
-        return args.guest_path(left), right(other)
+        left, other = values.pair(value, first, second)
+        return values.guest_path(left), right(other)
     return parse
 
 
 def host_to_guest(want_dir: bool | None) -> Callable[[Any, ArgContext], tuple[Path, str]]:
-    """HOST_PATH:GUEST_PATH, or the table { from, to }; `want_dir` as args.host_path takes it."""
+    """HOST_PATH:GUEST_PATH, or the table { from, to }; `want_dir` as values.host_path takes it."""
     def parse(value: Any, ctx: ArgContext) -> tuple[Path, str]:
-        local, remote = args.pair(value, "from", "to")
-        return args.host_path(local, ctx, want_dir), args.guest_path(remote)
+        local, remote = values.pair(value, "from", "to")
+        return values.host_path(local, ctx, want_dir), values.guest_path(remote)
     return parse
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
+from imagebuilder import values
 from imagebuilder.errors import GuestError
-from imagebuilder.guest import args, packages, pkgcache
+from imagebuilder.guest import packages, pkgcache
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.ops.registry import flag_arg, names_text, operation, plain
 
@@ -50,7 +51,7 @@ def _last_line(message: str) -> str:
 
 
 @operation("install", "Install packages with the guest's package manager (turns the appliance network on).",
-           "PKG,PKG..", plain(args.packages), 'install = ["nginx", "curl"]', describe=names_text, needs_network=True,
+           "PKG,PKG..", plain(values.packages), 'install = ["nginx", "curl"]', describe=names_text, needs_network=True,
            details="The package manager is the one libguestfs inspection finds: apt, dnf, yum, zypper, apk or "
                    "pacman. Package lists are refreshed once per build. A failure names the package that "
                    "could not be installed.")
@@ -58,7 +59,7 @@ def _install(ctx: GuestContext, names: tuple[str, ...]) -> None:
     _package_action(ctx, "install", names)
 
 
-@operation("uninstall", "Remove packages with the guest's package manager.", "PKG,PKG..", plain(args.packages),
+@operation("uninstall", "Remove packages with the guest's package manager.", "PKG,PKG..", plain(values.packages),
            'uninstall = ["nano"]', describe=names_text)
 def _uninstall(ctx: GuestContext, names: tuple[str, ...]) -> None:
     _package_action(ctx, "uninstall", names)

@@ -9,14 +9,14 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
+from imagebuilder import values
 from imagebuilder.errors import GuestError
-from imagebuilder.guest import args
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.ops.registry import flag_arg, names_text, operation, plain
 
 
 @operation("hostname", "Set the host name (/etc/hostname, and the old name's entries in /etc/hosts).", "HOSTNAME",
-           plain(args.hostname), 'hostname = "web01.example.org"',
+           plain(values.hostname), 'hostname = "web01.example.org"',
            details="As virt-customize does, names in /etc/hosts equal to the old host name are replaced by "
                    "the new one; when there is none, a `127.0.1.1` line is added so the name resolves.")
 def _hostname(ctx: GuestContext, name: str) -> None:
@@ -61,7 +61,7 @@ def rename_in_hosts(hosts: str, old: str, new: str) -> str:
 
 
 @operation("timezone", "Set the time zone (a tz database name such as Europe/Paris).", "TIMEZONE",
-           plain(args.timezone), 'timezone = "Europe/Paris"',
+           plain(values.timezone), 'timezone = "Europe/Paris"',
            details="Links /etc/localtime to the zone file, and updates /etc/timezone when the guest has one "
                    "(virt-customize leaves that file stale).")
 def _timezone(ctx: GuestContext, zone: str) -> None:
@@ -75,13 +75,13 @@ def _timezone(ctx: GuestContext, zone: str) -> None:
 
 
 @operation("run_command", "Run a shell command in the guest (offline, in the appliance); it must exit 0.",
-           "'CMD+ARGS'", plain(args.text), "run_command = \"systemctl set-default multi-user.target\"")
+           "'CMD+ARGS'", plain(values.text), "run_command = \"systemctl set-default multi-user.target\"")
 def _run_command(ctx: GuestContext, command: str) -> None:
     ctx.sh(command)
 
 
 @operation("run", "Run a host script (or program) in the guest, offline in the appliance; it must exit 0.",
-           "SCRIPT", lambda v, c: args.host_path(v, c), 'run = "scripts/setup.sh"',
+           "SCRIPT", lambda v, c: values.host_path(v, c), 'run = "scripts/setup.sh"',
            describe=lambda p: str(p),
            details="The script is copied into the guest's /tmp, made executable and run as root; a script "
                    "without a `#!` line runs with /bin/sh. It is removed afterwards.")
@@ -126,11 +126,11 @@ _SERVICE_DETAILS = ("With systemd, `systemctl {verb}` (works offline); without i
                     "update-rc.d, chkconfig or rc-update.")
 
 operation("service_enable", "Enable services so that they start at boot (systemctl enable, or SysV tools).",
-          "NAME[,NAME..]", lambda v, _c: args.names(v.split(",") if isinstance(v, str) else v),
+          "NAME[,NAME..]", lambda v, _c: values.names(v.split(",") if isinstance(v, str) else v),
           'service_enable = ["nginx", "fstrim.timer"]', describe=names_text, origin="imagebuilder",
           details=_SERVICE_DETAILS.format(verb="enable"))(_service_op(True))
 operation("service_disable", "Disable services so that they do not start at boot.", "NAME[,NAME..]",
-          lambda v, _c: args.names(v.split(",") if isinstance(v, str) else v), 'service_disable = "ssh"',
+          lambda v, _c: values.names(v.split(",") if isinstance(v, str) else v), 'service_disable = "ssh"',
           describe=names_text, origin="imagebuilder",
           details=_SERVICE_DETAILS.format(verb="disable"))(_service_op(False))
 

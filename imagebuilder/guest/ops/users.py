@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagebuilder.guest import accounts, args, passwords
-from imagebuilder.guest.args import ArgContext
+from imagebuilder import values
+from imagebuilder.guest import accounts, passwords
 from imagebuilder.guest.context import GuestContext
 from imagebuilder.guest.ops.registry import operation, plain
+from imagebuilder.values import ArgContext
 
 
 def _parse_password(value: Any, ctx: ArgContext) -> tuple[str, passwords.PasswordSpec]:
@@ -15,11 +16,11 @@ def _parse_password(value: Any, ctx: ArgContext) -> tuple[str, passwords.Passwor
         user, sep, selector = value.partition(":")
         if not sep:
             raise ValueError("expected \"USER:SELECTOR\", e.g. \"alice:file:secrets/alice.pw\"")
-        name = args.user_name(user)
+        name = values.user_name(user)
         return name, passwords.parse(selector, ctx, name)
     if not isinstance(value, dict) or "user" not in value:
         raise ValueError("expected \"USER:SELECTOR\" or a table { user, file | password | random, locked }")
-    name = args.user_name(value["user"])
+    name = values.user_name(value["user"])
     return name, passwords.parse({k: v for k, v in value.items() if k != "user"}, ctx, name)
 
 
@@ -58,14 +59,14 @@ def _password_crypto(_ctx: GuestContext, _method: str) -> None:
 def _parse_ssh_inject(value: Any, ctx: ArgContext) -> tuple[str, tuple[str, ...]]:
     """virt-customize's USER[:file:PATH | :string:KEY], or a table { user, file | key }."""
     if isinstance(value, dict):
-        table = args.keys(value, required=("user",), optional=("file", "key"))
+        table = values.keys(value, required=("user",), optional=("file", "key"))
         if len(set(table) & {"file", "key"}) != 1:
             raise ValueError("expected { user = \"…\", file = \"KEY.pub\" } or { user = \"…\", key = \"ssh-… …\" }")
-        user = args.user_name(table["user"])
+        user = values.user_name(table["user"])
         kind = "file" if "file" in table else "string"
-        return user, tuple(accounts.parse_key_source(args.text(table.get("file", table.get("key"))), ctx, kind))
-    user, sep, selector = args.text(value).partition(":")
-    user = args.user_name(user)
+        return user, tuple(accounts.parse_key_source(values.text(table.get("file", table.get("key"))), ctx, kind))
+    user, sep, selector = values.text(value).partition(":")
+    user = values.user_name(user)
     if not sep:
         return user, tuple(accounts.default_public_key(ctx))
     kind, _, item = selector.partition(":")

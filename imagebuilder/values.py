@@ -1,4 +1,5 @@
-"""Argument parsers shared by operations: each takes a TOML value and returns a normalized value.
+"""The checks of plain recipe values, shared by recipe/ and the operations of guest/: each takes a TOML
+value and returns a normalized value. A neutral module of the bottom layer: it imports only `files`.
 
 They raise ValueError with a message meant for the user; the recipe loader adds file, line and key.
 Host paths are resolved against the recipe's directory (or the commands file's), must exist, and
