@@ -179,6 +179,8 @@ def check_foreign_arches(_ctx: Context) -> Finding:
                 missing.append(f"{arch.name}: qemu-user is not registered with binfmt_misc")
         if shutil.which(f"qemu-system-{arch.name}") is None:
             missing.append(f"{arch.name}: qemu-system-{arch.name}")
+    if others and shutil.which("grub-mkimage") is None:
+        missing.append("grub-mkimage (grub-common)")
     if missing:
         return Finding(name, "warn", f"[image] arch cannot be {' or '.join(a.name for a in others)}: "
                                      + "; ".join(missing),

@@ -27,6 +27,7 @@ HINTS = {
     "qemu-system-x86_64": "install qemu-system-x86",
     "mmdebstrap": "install mmdebstrap",
     "arch-test": "install arch-test",
+    "grub-mkimage": "install grub-common",
     "sqfstar": "install squashfs-tools",
     "virt-xml-validate": "install libvirt-clients",
 }

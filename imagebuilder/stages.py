@@ -136,7 +136,10 @@ def plan(recipe: Recipe, base_digest: str, secret: bytes) -> list[Stage]:
         stages.append(Stage(name, key, own, checkpoint and not chain_broken, not chain_broken))
         parent = key
 
-    add("base", {"kind": recipe.base.kind, "digest": base_digest, "arch": recipe.base.arch})
+    base = {"kind": recipe.base.kind, "digest": base_digest, "arch": recipe.base.arch}
+    if recipe.base.kind == "bootstrap":
+        base["hostname"] = recipe.name  # the layout writes it into /etc/hostname and /etc/hosts
+    add("base", base)
     add("prepare", {"format": recipe.disk.format, "size": recipe.disk.size})
     for number, step in enumerate(recipe.steps, 1):
         add(f"step {number} ({step.op})", _step_inputs(step, secret), _checkpoint(step), cacheable(step.arg))

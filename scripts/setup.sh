@@ -10,7 +10,7 @@ PACKAGES=(
   libvirt-daemon-system libvirt-clients python3-libvirt libxml2-utils dnsmasq-base iptables
   mmdebstrap squashfs-tools python3-venv ca-certificates ovmf gpg gpg-agent gpgconf xz-utils zstd e2fsprogs fdisk util-linux
   systemd osinfo-db skopeo
-  qemu-user-static arch-test qemu-system-arm qemu-efi-aarch64  # aarch64 images: bootstrap, customize, boot
+  qemu-user-static arch-test grub-common qemu-system-arm qemu-efi-aarch64  # aarch64 images
   openssh-server openssh-client docker-registry  # the tests' stand-ins: a qemu+ssh:// host, a registry
 )
 

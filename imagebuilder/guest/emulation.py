@@ -22,6 +22,11 @@ from imagebuilder.arches import Arch
 from imagebuilder.errors import HostError
 
 LABEL = "emulator"  # the drive's label in the appliance
+# qemu-user's CPU model, from the environment of each program it runs. Its default ("max") emulates
+# pointer authentication, which Debian's arm64 programs use in every function; a model without it
+# runs them about 15 % faster in the appliance (`apt-cache policy` rebuilding apt's cache: 54.7 s
+# under max, 46.8 s as a Cortex-A57; starting a program, about a second, is the same under both).
+CPU_VARIABLE = "QEMU_CPU"
 _WHERE = "/tmp/imagebuilder-emulation"  # in the appliance, outside the guest's /sysroot
 QEMU_USER = "/usr/bin/qemu-{}-static"
 
@@ -53,6 +58,19 @@ def emulator_drive(arch: Arch, where: Path) -> Iterator[Path]:
         with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:
             tar.add(source, arcname=f"{arch.name}-binfmt-P", recursive=False)
         yield archive
+
+
+def environment(arch: Arch) -> dict[str, str]:
+    """What a program started through qemu-user for arch needs in its environment (the CPU model)."""
+    return {CPU_VARIABLE: arch.cpu_model} if arch.cpu_model else {}
+
+
+def appliance_append(arch: Arch, existing: str | None) -> str:
+    """The appliance kernel's command line with environment(arch) added: Linux hands the name=value
+    words it does not know to init as its environment, from which the libguestfs daemon, and every
+    guest program it runs, inherit them."""
+    words = [f"{name}={value}" for name, value in environment(arch).items()]
+    return " ".join(([existing] if existing else []) + words)
 
 
 def registration(arch: Arch) -> str:

@@ -99,6 +99,8 @@ class GuestSession:
             if accel == "tcg":
                 g.set_backend_settings(["force_tcg"])
             g.set_network(self.network)
+            if self.emulate is not None:
+                g.set_append(emulation.appliance_append(self.emulate, g.get_append()))
             for drive in self.drives:
                 options = {"readonly": True} if drive.readonly else {"cachemode": "unsafe", "discard": "besteffort"}
                 g.add_drive_opts(str(drive.path), format=drive.fmt, label=drive.label, **options)

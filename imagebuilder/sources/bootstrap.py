@@ -20,6 +20,7 @@ from imagebuilder import arches
 from imagebuilder.arches import Arch
 from imagebuilder.cache import Cache
 from imagebuilder.errors import HostError, SourceError
+from imagebuilder.guest import emulation
 from imagebuilder.progress import Reporter
 from imagebuilder.recipe import Bootstrap, Recipe
 from imagebuilder.run import CommandError, run
@@ -95,7 +96,8 @@ def fetch(spec: Bootstrap, arch: Arch, digest: str, cache: Cache, reporter: Repo
             reporter.info(f"bootstrapping {distribution(spec.suite).name} {spec.suite} ({arch.debian}"
                           f"{', through qemu-user' if foreign else ''}) from {spec.mirror} with mmdebstrap")
             with cache.writing("bootstrap") as tmp:
-                run(command(spec, str(tmp), arch), timeout=3600 if foreign else 1800)
+                run(command(spec, str(tmp), arch), timeout=3600 if foreign else 1800,
+                    env={**os.environ, **emulation.environment(arch)} if foreign else None)
                 cached = cache.commit(tmp, "bootstrap", f"{key}.tar")
     return BaseImage(path=cached, kind="rootfs", digest=digest, source=source)
 

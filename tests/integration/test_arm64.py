@@ -55,10 +55,6 @@ stdout = "^aarch64$"
 name = "the package's program runs"
 command = "hello"
 stdout = "^Hello, world!$"
-
-[[tests]]
-file = "/etc/imagebuilder-arch"
-contains = "for aarch64"
 """
 
 # Anything of the emulation that could have stayed in the image: the emulator under any of its
@@ -67,6 +63,7 @@ LEFTOVERS = "find / -xdev \\( -name 'qemu-*-static' -o -name '*-binfmt-P' -o -na
             "grep -rls qemu /etc/binfmt.d /usr/lib/binfmt.d 2>/dev/null; ls /proc/sys/fs/binfmt_misc"
 
 
+@pytest.mark.timeout(2400)  # about 14 minutes alone under TCG, mostly emulated package work (bench/arch.py)
 def test_an_aarch64_image_builds_here_boots_and_runs_its_programs(tmp_path, conn, pool, cache_dir):
     name = unique("arm64")
     recipe_file = tmp_path / "arm64.toml"
@@ -74,12 +71,12 @@ def test_an_aarch64_image_builds_here_boots_and_runs_its_programs(tmp_path, conn
     manifest_file = tmp_path / "arm64.manifest.json"
     try:
         proc = run_cli("build", str(recipe_file), "--test", "--cache-dir", str(cache_dir),
-                       "--manifest", str(manifest_file), timeout=1700)
+                       "--manifest", str(manifest_file), timeout=2200)
         assert proc.returncode == 0, proc.stderr[-3000:]
         progress = proc.stderr
         assert "aarch64 programs through qemu-user" in progress
-        assert "installing the GRUB boot loader for UEFI (arm64-efi)" in progress or "found in the cache" in progress
-        for check in ("the kernel is aarch64", "the package's program runs", "file /etc/imagebuilder-arch"):
+        assert "making the GRUB boot loader for UEFI (aarch64) with this host's grub-mkimage" in progress
+        for check in ("the kernel is aarch64", "the package's program runs"):
             assert f"PASS {check}" in progress, progress[-3000:]
 
         manifest = json.loads(manifest_file.read_text())

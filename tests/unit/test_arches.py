@@ -139,3 +139,48 @@ def test_an_aarch64_domain_is_a_virt_machine_under_tcg_with_a_64_bit_cpu(tmp_pat
     if spec.accel == "tcg":
         assert root.find("cpu").get("mode") == "custom" and root.findtext("cpu/model") == "cortex-a57"
     assert root.find("devices/video/model").get("type") == "none"
+
+
+def test_emulated_programs_get_a_cpu_model_without_pointer_authentication():
+    arm = ARCHES["aarch64"]
+    assert emulation.environment(arm) == {"QEMU_CPU": "cortex-a57"}
+    assert emulation.appliance_append(arm, None) == "QEMU_CPU=cortex-a57"
+    assert emulation.appliance_append(arm, "console=ttyS0 quiet") == "console=ttyS0 quiet QEMU_CPU=cortex-a57"
+
+
+def test_the_offline_grub_boots_the_newest_kernel_from_the_root_uuid():
+    from imagebuilder.guest import efigrub
+    names = ["config-6.1.0-9-cloud-arm64", "vmlinuz-6.1.0-9-cloud-arm64", "vmlinuz-6.1.0-10-cloud-arm64",
+             "initrd.img-6.1.0-10-cloud-arm64", "grub", "efi"]
+    assert efigrub.newest_kernel(names) == "6.1.0-10-cloud-arm64"
+    with pytest.raises(Exception, match="no kernel in /boot"):
+        efigrub.newest_kernel(["grub", "efi"])
+    cfg = efigrub.grub_cfg("1234-abcd", "6.1.0-10-cloud-arm64", "console=ttyAMA0,115200n8", "Debian GNU/Linux 12")
+    assert "search --no-floppy --fs-uuid --set=root 1234-abcd" in cfg
+    assert "\tlinux\t/boot/vmlinuz-6.1.0-10-cloud-arm64 root=UUID=1234-abcd ro console=ttyAMA0,115200n8\n" in cfg
+    assert "\tinitrd\t/boot/initrd.img-6.1.0-10-cloud-arm64\n" in cfg
+
+
+def test_a_bootstraps_host_name_enters_its_base_stage_key(tmp_path):
+    one = load(tmp_path, ARM)
+    two = load(tmp_path, ARM.replace('name = "arm"', 'name = "other"'))
+    assert stages.plan(one, "sha256:same", b"s" * 32)[0].own != stages.plan(two, "sha256:same", b"s" * 32)[0].own
+
+
+def test_only_the_flat_files_of_the_images_grub_modules_are_unpacked(tmp_path):
+    import io
+    import tarfile
+
+    from imagebuilder.guest import efigrub
+    archive = tmp_path / "modules.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (("./linux.mod", b"mod"), ("./moddep.lst", b"deps"), ("sub/x.mod", b"no"), ("../up", b"no")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("evil.mod")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tar.addfile(link)
+    efigrub._extract_flat(archive, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["linux.mod", "moddep.lst"]
+    assert not (tmp_path / "up").exists()
