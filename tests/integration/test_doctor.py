@@ -12,7 +12,7 @@ from tests.integration.conftest import URI, run_cli
 pytestmark = pytest.mark.integration
 
 CHECKS = ["qemu", "accelerator", "libguestfs appliance", "UEFI firmware", "libvirt", "default pool",
-          "default network", "mmdebstrap", "free space", "permissions"]
+          "default network", "mmdebstrap", "other architectures", "free space", "permissions"]
 
 
 def test_doctor_finds_this_host_ready_and_says_which_accelerator_and_why(tmp_path):
