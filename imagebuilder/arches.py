@@ -63,3 +63,9 @@ def lookup(name: str) -> Arch:
 def foreign(name: str) -> bool:
     """Whether an image of this architecture needs emulation here (qemu-user to customize, TCG to boot)."""
     return name != platform.machine()
+
+
+def domain_accel(name: str, offered: str) -> str:
+    """The accelerator a domain of this architecture gets on this host: what the host offers for its own
+    architecture, TCG for any other (KVM runs only the host's instruction set)."""
+    return "tcg" if foreign(name) else offered

@@ -208,7 +208,7 @@ def _throwaway_spec(recipe: Recipe, name: str, pool: str, accel: str, serial_log
     domain, arch = recipe.domain, arches.lookup(recipe.base.arch)
     return DomainSpec(name=name, memory_bytes=domain.memory if domain else 1 << 30,
                       vcpus=domain.vcpus if domain else 1, disks=(DiskSpec(pool, "overlay.qcow2", "qcow2"),),
-                      accel="tcg" if arches.foreign(arch.name) else accel, arch=arch.name,
+                      accel=arches.domain_accel(arch.name, accel), arch=arch.name,
                       machine=domain.machine if domain else arch.machines[0],
                       firmware=domain.firmware if domain else arch.firmwares[0],
                       video=domain.video if domain else arch.video, serial_log=serial_log,

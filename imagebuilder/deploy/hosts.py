@@ -92,7 +92,7 @@ def preflight(hosts: list[Host], recipe: Recipe, accel: str, force: bool, resour
                 _check_replaceable(host, host.alias, force)
         elif not host.template:
             _check_replaceable(host, host.volume, force)
-        host.accel = _accel(host, (accel if not arches.foreign(recipe.base.arch) else "tcg") if local
+        host.accel = _accel(host, arches.domain_accel(recipe.base.arch, accel) if local
                             else capabilities.host_accel(host.conn, recipe.base.arch))
         if host.define and recipe.domain:
             _check_domain_host(host, recipe, force, reporter)

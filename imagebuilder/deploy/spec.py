@@ -32,8 +32,7 @@ def domain_spec(recipe: Recipe, pool: str, volume: str, accel: str, facts: dict[
     the recipe leaves out are generated, a UUID is always fresh. An image of another architecture
     than this host's runs under TCG whatever `accel` offers.
     """
-    if arches.foreign(recipe.base.arch):
-        accel = "tcg"
+    accel = arches.domain_accel(recipe.base.arch, accel)
     spec: Domain = recipe.domain
     formats = disk_formats or {}
     disks = [DiskSpec(pool, volume, recipe.disk.format)]

@@ -162,7 +162,7 @@ class _Up:
             labels.update({"seed": seed.volume, "seed-sha256": seed.digest})
         return DomainSpec(
             name=d.name, memory_bytes=d.memory, vcpus=d.vcpus, disks=tuple(disks), nics=nics,
-            accel="tcg" if arches.foreign(self.recipe.base.arch) else accelerator.effective(self.accel),
+            accel=arches.domain_accel(self.recipe.base.arch, accelerator.effective(self.accel)),
             arch=self.recipe.base.arch, cpu=d.cpu, machine=d.machine, firmware=d.firmware, graphics=d.graphics, listen=d.listen, video=d.video,
             memballoon=d.memballoon, rng=d.rng, agent=d.agent, serial_log=serial_log_path(d.name),
             osinfo_id=d.osinfo or self.os_id, uuid=str(uuidlib.uuid4()),
